@@ -1,0 +1,249 @@
+"""Every message that crosses a bpool socket, one msgspec Struct each.
+
+Three processes talk over ZeroMQ:
+
+    front (DEALER) ──► broker ROUTER "front side"      unions FrontToBroker / BrokerToFront
+    worker (DEALER) ──► broker ROUTER "worker side"    unions WorkerToBroker / BrokerToWorker
+
+Every frame is exactly one msgpack-encoded message (single-part; the ROUTER adds the peer identity
+frame). Structs are tagged by class name and array-like, so a message is a short msgpack array.
+A frame that does not decode into the union of its direction is the *peer's* fault: the receiver
+logs it, counts it and drops it (the broker answers an undecodable worker frame with `Disconnect`).
+
+Conversation rules (the broker contract, DESIGN.md):
+
+* A worker opens with `Ready` (carrying PROTOCOL_VERSION, its profile id, pid and a fresh
+  incarnation id). The broker never sends `Assign` to an identity it has not seen `Ready` from and
+  answers any other message from an unknown identity with `Disconnect`; the worker then sends
+  `Ready` again. A worker that is logged out still registers, with `Ready.unusable` set, so the
+  operator sees it in /health; it gets no jobs.
+* Both sides send `Heartbeat` every interval while nothing else is sent; any frame counts as a
+  sign of life. A peer silent for interval × liveness is dead.
+* `Assign` → the worker answers `Started` right before it does anything irreversible (submitting
+  the prompt). Then any number of `Chunk`s (seq from 0), then exactly one of `Done` / `JobFailed`.
+  After that the worker is idle again; it is never sent a second job while it holds one.
+  A job the broker has not seen `Started` for may be moved to another worker once if its worker
+  dies. `JobFailed` with `output_sent=False` and an account error (rate_limited / logged_out)
+  may also be moved.
+* `Cancel` (front → broker → worker) asks to stop a job; the worker stops and answers `Done` with
+  finish_reason "cancelled" (or `JobFailed`). The worker stays busy until it has answered.
+* `AccountState` reports the account's condition outside a job: rate_limited (cool down for
+  `retry_after_s`, then idle again), logged_out (excluded until the profile is replaced), broken
+  (the worker will exit), or `error=None` for "usable again".
+* `Goodbye` means the worker takes no new jobs; a job it holds still runs to its end, after which
+  the broker forgets the worker.
+* The front sees `Assigned` (which profile serves the job), then the worker's `Chunk`s and `Done`
+  forwarded byte for byte, or a `Failed` from the broker. The front pings the broker with `Ping`;
+  `Pong.broker_id` changes when the broker restarts, which fails the front's in-flight jobs.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+
+class _Msg(msgspec.Struct, tag=True, array_like=True, frozen=True):
+    """Base of every top-level wire message (tag = class name)."""
+
+
+class _Part(msgspec.Struct, array_like=True, frozen=True):
+    """Base of nested, untagged parts of messages."""
+
+
+# ---------------------------------------------------------------------------- nested parts
+
+
+class ChatMessage(_Part):
+    role: str  # "system" | "user" | "assistant" | "tool"
+    content: str
+
+
+class JobSpec(_Part):
+    """What a worker must produce: one chat completion."""
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    reasoning_effort: str | None = None
+
+
+class Usage(_Part):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class ErrorInfo(_Part):
+    """A failure, saying whose fault it is (`kind`) and the HTTP status the front should use."""
+
+    kind: str  # see ERROR_KINDS
+    message: str
+    status: int = 502
+    retry_after_s: float | None = None
+
+
+# kind -> default HTTP status. "Whose fault" is in the name: the client, the pool, an account,
+# the site (AI Studio / the simulator), or our own bug.
+ERROR_KINDS: dict[str, int] = {
+    "bad_request": 400,  # client: the request cannot be served as asked
+    "queue_full": 429,  # pool: too many requests waiting
+    "queue_timeout": 503,  # pool: no worker became free before the deadline
+    "no_workers": 503,  # pool: nobody registered can serve this model
+    "worker_died": 502,  # pool: the worker holding the job vanished
+    "broker_lost": 503,  # pool: the broker restarted or went silent mid-job
+    "rate_limited": 429,  # account: quota / too many requests
+    "logged_out": 503,  # account: the session cookie is no longer valid
+    "broken": 502,  # account/browser: the worker cannot continue
+    "site": 502,  # site: the page misbehaved (a step failed)
+    "timeout": 504,  # site: a step took too long
+    "cancelled": 499,  # client: cancelled by the client
+    "internal": 500,  # our bug
+}
+
+
+def error(kind: str, message: str, *, retry_after_s: float | None = None) -> ErrorInfo:
+    """An ErrorInfo with the default status of its kind."""
+    return ErrorInfo(kind, message, ERROR_KINDS.get(kind, 502), retry_after_s)
+
+
+class WorkerStatus(_Part):
+    profile_id: str
+    state: str  # idle | busy | cooling | logged_out | draining
+    since_s: float  # seconds in this state
+    jobs_served: int
+    last_error: str | None
+    pid: int
+    engine: str
+    account: str
+    models: tuple[str, ...]
+    job_id: str | None = None
+    cooldown_remaining_s: float | None = None
+
+
+class PoolStatus(_Part):
+    broker_id: str
+    workers: tuple[WorkerStatus, ...]
+    queue_length: int
+    counters: dict[str, int]
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+class Heartbeat(_Msg):
+    pass
+
+
+class Submit(_Msg):
+    job_id: str
+    spec: JobSpec
+    queue_timeout_s: float | None = None  # None: the broker's default
+
+
+class Cancel(_Msg):
+    job_id: str
+
+
+class Ping(_Msg):
+    nonce: int
+
+
+class StatusQuery(_Msg):
+    query_id: int
+
+
+class Assigned(_Msg):
+    job_id: str
+    profile_id: str
+
+
+class Chunk(_Msg):
+    job_id: str
+    seq: int
+    content: str = ""
+    reasoning: str = ""
+
+
+class Done(_Msg):
+    job_id: str
+    finish_reason: str = "stop"  # stop | length | cancelled | tool_calls
+    usage: Usage | None = None
+
+
+class Failed(_Msg):
+    job_id: str
+    error: ErrorInfo
+
+
+class Pong(_Msg):
+    nonce: int
+    broker_id: str
+
+
+class StatusReply(_Msg):
+    query_id: int
+    status: PoolStatus
+
+
+class Ready(_Msg):
+    version: int
+    profile_id: str
+    pid: int
+    incarnation: str
+    engine: str = ""
+    account: str = ""
+    models: tuple[str, ...] = ()
+    unusable: ErrorInfo | None = None  # e.g. logged out at start: registered but out of rotation
+
+
+class Started(_Msg):
+    job_id: str
+
+
+class JobFailed(_Msg):
+    job_id: str
+    error: ErrorInfo
+    output_sent: bool
+
+
+class AccountState(_Msg):
+    error: ErrorInfo | None  # None: usable again
+
+
+class Goodbye(_Msg):
+    reason: str
+
+
+class Assign(_Msg):
+    job_id: str
+    spec: JobSpec
+
+
+class Disconnect(_Msg):
+    reason: str
+
+
+FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery]
+BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply]
+WorkerToBroker = Union[Ready, Heartbeat, Started, Chunk, Done, JobFailed, AccountState, Goodbye]
+BrokerToWorker = Union[Assign, Cancel, Heartbeat, Disconnect]
+
+DecodeError = msgspec.DecodeError
+
+
+def encoder() -> msgspec.msgpack.Encoder:
+    """One encoder per socket (msgspec encoders are cheap but not free to build)."""
+    return msgspec.msgpack.Encoder()
+
+
+def decoder(direction: object) -> msgspec.msgpack.Decoder:
+    """A decoder for one direction's union, e.g. `decoder(WorkerToBroker)`."""
+    return msgspec.msgpack.Decoder(direction)
