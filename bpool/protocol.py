@@ -20,8 +20,9 @@ Conversation rules (the broker contract, DESIGN.md):
 * Both sides send `Heartbeat` every interval while nothing else is sent; any frame counts as a
   sign of life. A peer silent for interval × liveness is dead.
 * `Assign` → the worker answers `Started` right before it does anything irreversible (submitting
-  the prompt). Then any number of `Chunk`s (seq from 0), then exactly one of `Done` / `JobFailed`.
-  After that the worker is idle again; it is never sent a second job while it holds one.
+  the prompt). Then any number of `Chunk`s (seq from 0), then exactly one of `Done` / `JobFailed`,
+  which ends the job for the client. The worker is still held: it resets its page and only then
+  sends `Idle`, after which the broker may give it the next job. It never holds two jobs.
   A job the broker has not seen `Started` for may be moved to another worker once if its worker
   dies. `JobFailed` with `output_sent=False` and an account error (rate_limited / logged_out)
   may also be moved.
@@ -218,6 +219,10 @@ class AccountState(_Msg):
     error: ErrorInfo | None  # None: usable again
 
 
+class Idle(_Msg):
+    """The worker has finished (and reset after) its job and can take the next one."""
+
+
 class Goodbye(_Msg):
     reason: str
 
@@ -233,7 +238,9 @@ class Disconnect(_Msg):
 
 FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery]
 BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply]
-WorkerToBroker = Union[Ready, Heartbeat, Started, Chunk, Done, JobFailed, AccountState, Goodbye]
+WorkerToBroker = Union[
+    Ready, Heartbeat, Started, Chunk, Done, JobFailed, Idle, AccountState, Goodbye
+]
 BrokerToWorker = Union[Assign, Cancel, Heartbeat, Disconnect]
 
 DecodeError = msgspec.DecodeError
