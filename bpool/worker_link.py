@@ -1,0 +1,304 @@
+"""The DEALER side of the worker protocol, shared by the browser worker and the fake worker.
+
+A backend only produces answers. This module owns everything else the broker contract asks of a
+worker: registration (`Ready`, repeated until the broker answers), heartbeats in both directions
+from the link's own task (so a busy browser still looks alive), a fresh socket and identity when
+the broker goes silent, re-registration after `Disconnect`, one job at a time, `Cancel`, the reset
+before `Idle`, and drain + `Goodbye` on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import zmq
+import zmq.asyncio
+
+from bpool import _zmq, config
+from bpool.protocol import (
+    PROTOCOL_VERSION,
+    Assign,
+    BrokerToWorker,
+    Cancel,
+    Chunk,
+    Disconnect,
+    Done,
+    ErrorInfo,
+    Goodbye,
+    Heartbeat,
+    Idle,
+    JobFailed,
+    JobSpec,
+    Ready,
+    Started,
+    Usage,
+    decoder,
+    encoder,
+    error,
+)
+
+log = logging.getLogger("bpool.worker")
+
+
+class JobError(Exception):
+    """Raised by a backend to fail the current job with a specific ErrorInfo."""
+
+    def __init__(self, err: ErrorInfo):
+        super().__init__(err.message)
+        self.error = err
+
+
+class BackendDead(Exception):
+    """The backend (its browser) is gone: fail the job, say Goodbye, exit non-zero."""
+
+
+class Backend(Protocol):
+    profile_id: str
+    engine: str
+    account: str
+    models: tuple[str, ...]
+    unusable: ErrorInfo | None
+
+    async def run(self, job: "Job") -> tuple[str, Usage | None]: ...
+
+    async def reset(self) -> None: ...
+
+
+@dataclass
+class LinkSettings:
+    endpoint: str
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    drain_timeout_s: float = 30.0
+    send_heartbeats: bool = True
+
+    @classmethod
+    def from_env(cls) -> "LinkSettings":
+        return cls(
+            endpoint=config.worker_endpoint(),
+            heartbeat_interval_s=config.heartbeat_interval_s(),
+            heartbeat_liveness=config.heartbeat_liveness(),
+            drain_timeout_s=config.env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
+        )
+
+
+class Job:
+    """One assigned job as the backend sees it."""
+
+    def __init__(self, link: "_Link", job_id: str, spec: JobSpec):
+        self.id = job_id
+        self.spec = spec
+        self.output_sent = False
+        self.started = False
+        self._link = link
+        self._seq = 0
+
+    def start(self) -> None:
+        """Acknowledge the job: from here on the broker will never replay it elsewhere."""
+        if not self.started:
+            self.started = True
+            self._link.send(Started(self.id))
+
+    def emit(self, content: str = "", reasoning: str = "") -> None:
+        if not content and not reasoning:
+            return
+        self.start()
+        self.output_sent = True
+        self._link.send(Chunk(self.id, self._seq, content, reasoning))
+        self._seq += 1
+
+
+class _Link:
+    def __init__(self, backend: Backend, settings: LinkSettings, stop: asyncio.Event):
+        self.backend = backend
+        self.settings = settings
+        self.stop = stop
+        self.ctx = zmq.asyncio.Context.instance()
+        self.enc = encoder()
+        self.dec = decoder(BrokerToWorker)
+        self.incarnation = os.urandom(8).hex()
+        self.sock: zmq.asyncio.Socket | None = None
+        self.raw: zmq.Socket | None = None
+        self.registered = False
+        self.last_recv = 0.0
+        self.last_send = 0.0
+        self.job: Job | None = None
+        self.job_task: asyncio.Task | None = None
+        self.run_task: asyncio.Task | None = None
+        self.abandoned: set[str] = set()  # jobs the broker has forgotten (Disconnect / lost)
+        self.dead = False
+
+    # -- socket
+
+    def open(self) -> None:
+        self.close()
+        ident = _zmq.new_identity(self.backend.profile_id)
+        self.sock = _zmq.dealer(self.ctx, self.settings.endpoint, identity=ident)
+        self.raw = zmq.Socket.shadow(self.sock.underlying)
+        self.registered = False
+        self.last_recv = time.monotonic()
+        self.last_send = 0.0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = self.raw = None
+
+    def send(self, msg: object) -> None:
+        if self.raw is None:
+            return
+        try:
+            self.raw.send(self.enc.encode(msg), zmq.NOBLOCK)
+            self.last_send = time.monotonic()
+        except zmq.Again:
+            pass  # no live connection to the broker: liveness will notice and reconnect
+
+    def send_ready(self) -> None:
+        b = self.backend
+        self.send(
+            Ready(PROTOCOL_VERSION, b.profile_id, os.getpid(), self.incarnation,
+                  b.engine, b.account, tuple(b.models), b.unusable)
+        )
+
+    # -- jobs
+
+    def abandon_job(self) -> None:
+        """The broker no longer knows our job: stop it silently (the reset still happens)."""
+        if self.job is not None:
+            self.abandoned.add(self.job.id)
+            if self.run_task is not None and not self.run_task.done():
+                self.run_task.cancel()
+
+    async def run_job(self, job: Job) -> None:
+        assert self.run_task is not None
+        reply: object | None
+        try:
+            finish, usage = await self.run_task
+            job.start()
+            reply = Done(job.id, finish, usage)
+        except asyncio.CancelledError:
+            if self.run_task.cancelled():
+                reply = Done(job.id, "cancelled")
+            else:  # the job task itself was cancelled: we are shutting down
+                raise
+        except JobError as exc:
+            reply = JobFailed(job.id, exc.error, job.output_sent)
+        except BackendDead as exc:
+            log.error("browser died during job: %s", exc)
+            self.dead = True
+            reply = JobFailed(job.id, error("broken", f"browser died: {exc}"), job.output_sent)
+        except Exception as exc:  # a bug in the backend must not take the worker down silently
+            log.exception("job failed unexpectedly")
+            reply = JobFailed(job.id, error("internal", f"worker error: {exc}"), job.output_sent)
+        if job.id not in self.abandoned:
+            self.send(reply)
+        if not self.dead:
+            try:
+                await self.backend.reset()
+            except Exception as exc:
+                log.error("could not reset the page after a job: %s", exc)
+                self.dead = True
+        self.abandoned.discard(job.id)
+        self.job = None
+        self.run_task = None
+        if not self.dead and self.registered:
+            self.send(Idle())
+
+    def on_message(self, msg: object) -> None:
+        if isinstance(msg, Disconnect):
+            log.info("broker asked to re-register (%s)", msg.reason)
+            self.registered = False
+            self.abandon_job()
+            self.last_send = 0.0  # re-register on the next turn of the loop, not a second later
+            return
+        self.registered = True
+        if isinstance(msg, Assign):
+            if self.job is not None or self.stop.is_set():
+                log.warning("refusing job %s: already busy or stopping", msg.job_id)
+                self.send(JobFailed(msg.job_id, error("internal", "worker busy"), False))
+                return
+            self.job = Job(self, msg.job_id, msg.spec)
+            # The run task exists before we read the next frame, so a Cancel right behind the
+            # Assign finds something to cancel.
+            self.run_task = asyncio.ensure_future(self.backend.run(self.job))
+            self.job_task = asyncio.ensure_future(self.run_job(self.job))
+        elif isinstance(msg, Cancel):
+            if self.job is not None and self.job.id == msg.job_id and self.run_task is not None:
+                self.run_task.cancel()
+
+    # -- main loop
+
+    async def serve(self) -> int:
+        s = self.settings
+        self.open()
+        stopping_since: float | None = None
+        poll_ms = max(1, int(s.heartbeat_interval_s * 250))
+        while True:
+            now = time.monotonic()
+            if self.dead:
+                self.send(Goodbye("browser died"))
+                return 1
+            if self.stop.is_set():
+                if stopping_since is None:
+                    stopping_since = now
+                    log.info("stopping: draining the current job, then saying goodbye")
+                    self.send(Goodbye("stopping"))
+                if self.job is None:
+                    return 0
+                if now - stopping_since > s.drain_timeout_s:
+                    log.warning("drain timeout: abandoning job %s", self.job.id)
+                    self.send(JobFailed(self.job.id, error("worker_died", "worker stopped"),
+                                        self.job.output_sent))
+                    self.abandon_job()
+                    if self.job_task is not None:
+                        self.job_task.cancel()
+                    return 0
+            elif now - self.last_recv > s.heartbeat_interval_s * s.heartbeat_liveness:
+                if self.registered:
+                    log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
+                self.abandon_job()
+                self.open()
+            if not self.stop.is_set() and now - self.last_send >= s.heartbeat_interval_s:
+                if not self.registered:
+                    if self.job is None:  # never re-register while a forgotten job still resets
+                        self.send_ready()
+                elif s.send_heartbeats:
+                    self.send(Heartbeat())
+            assert self.sock is not None
+            if await self.sock.poll(poll_ms, zmq.POLLIN):
+                while True:
+                    try:
+                        frame = self.raw.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.last_recv = time.monotonic()
+                    try:
+                        msg = self.dec.decode(frame)
+                    except Exception:
+                        log.warning("undecodable frame from the broker dropped")
+                        continue
+                    self.on_message(msg)
+
+    async def shutdown(self) -> None:
+        for task in (self.run_task, self.job_task):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except BaseException:
+                    pass
+        self.close()
+
+
+async def run_worker(backend: Backend, settings: LinkSettings, stop: asyncio.Event) -> int:
+    """Serve jobs until `stop` is set (drain, Goodbye, 0) or the backend dies (1)."""
+    link = _Link(backend, settings, stop)
+    try:
+        return await link.serve()
+    finally:
+        await link.shutdown()
