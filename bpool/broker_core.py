@@ -1,0 +1,556 @@
+"""The broker's decisions, with no sockets and no clock (the contract is in bpool/protocol.py).
+
+Every input method takes `now` (monotonic seconds) and returns a list of actions for the shell to
+perform. The core never raises on a decoded message: whatever a peer sends, the answer is an
+action, a counter or a log line.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple, Union
+
+from bpool.protocol import (
+    PROTOCOL_VERSION,
+    AccountState,
+    Assign,
+    Assigned,
+    Cancel,
+    Chunk,
+    Disconnect,
+    Done,
+    ErrorInfo,
+    Failed,
+    Goodbye,
+    Heartbeat,
+    Idle,
+    JobFailed,
+    JobSpec,
+    Ping,
+    PoolStatus,
+    Pong,
+    Ready,
+    Started,
+    StatusQuery,
+    StatusReply,
+    Submit,
+    WorkerStatus,
+    error,
+)
+
+log = logging.getLogger("bpool.broker")
+
+MAX_MOVES = 3  # a job goes to at most this many further workers, whatever the reasons
+# A JobFailed of these kinds before any output was sent goes to another worker: the account or
+# browser failed, not the request.
+MOVABLE_KINDS = ("rate_limited", "logged_out", "broken")
+COUNTERS = (
+    "jobs_submitted", "jobs_done", "jobs_failed", "jobs_moved", "late_messages", "decode_errors",
+    "workers_registered", "workers_expired", "workers_unreachable", "workers_left",
+    "unknown_worker_messages", "version_mismatch", "queue_full", "queue_timeout", "cancelled",
+    "fronts_lost",
+)
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+class SendWorker(NamedTuple):
+    identity: bytes
+    msg: Union[Assign, Cancel, Heartbeat, Disconnect]
+
+
+class SendFront(NamedTuple):
+    front: bytes
+    msg: Union[Assigned, Failed, Pong, StatusReply]
+
+
+class ForwardFront(NamedTuple):
+    """A worker's Chunk/Done frame, passed on to the front unchanged (no re-encoding)."""
+
+    front: bytes
+    raw: bytes
+
+
+Action = Union[SendWorker, SendFront, ForwardFront]
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    job_id: str
+    spec: JobSpec
+    front: bytes
+    queue_timeout_s: float
+    deadline: float = 0.0
+    state: str = "queued"  # queued | running | ended
+    worker: bytes | None = None
+    started: bool = False
+    moves: int = 0
+    moved_for_death: bool = False
+    assigned_at: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class Worker:
+    identity: bytes
+    ready: Ready
+    models: frozenset[str]
+    state: str  # idle | busy | cooling | logged_out | draining
+    since: float
+    last_seen: float
+    last_sent: float
+    job: Job | None = None  # the job the client is still waiting on
+    held: bool = False  # between Assign and Idle, even after the job has ended
+    jobs_served: int = 0
+    last_error: str | None = None
+    cooldown_until: float = 0.0
+    pending: ErrorInfo | None = None  # account trouble reported mid-job, applied at Idle
+    broken: bool = False  # the worker cannot continue and will exit
+    leaving: bool = False  # Goodbye received
+
+    @property
+    def profile(self) -> str:
+        return self.ready.profile_id
+
+
+def _serves(w: Worker, model: str) -> bool:
+    return not w.models or model in w.models
+
+
+class BrokerCore:
+    def __init__(
+        self,
+        *,
+        heartbeat_interval_s: float = 1.0,
+        heartbeat_liveness: int = 3,
+        max_queue: int = 256,
+        queue_timeout_s: float = 60.0,
+        cooldown_s: float = 60.0,
+        broker_id: str | None = None,
+    ) -> None:
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.expiry_s = heartbeat_interval_s * heartbeat_liveness
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.cooldown_s = cooldown_s
+        self.broker_id = broker_id or os.urandom(8).hex()
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._workers: dict[bytes, Worker] = {}
+        self._idle: deque[Worker] = deque()  # left = idle the longest
+        self._queue: deque[Job] = deque()  # left = next to go
+        self._deadlines: list[tuple[float, int, Job]] = []  # heap; stale entries skipped
+        self._seq = 0
+        self._jobs: dict[str, Job] = {}  # queued or running, by job id
+        self._model_count: dict[str, int] = {}  # registered workers listing each model
+        self._any_model = 0  # registered workers with an empty model list (serve anything)
+        self._avg_job_s = 5.0  # moving average of job durations, for Retry-After estimates
+
+    # ------------------------------------------------------------------ worker side
+
+    def on_worker(self, identity: bytes, msg: object, raw: bytes, now: float) -> list[Action]:
+        acts: list[Action] = []
+        w = self._workers.get(identity)
+        t = type(msg)
+        if t is Ready:
+            self._on_ready(identity, w, msg, now, acts)  # type: ignore[arg-type]
+            return acts
+        if w is None:
+            self.counters["unknown_worker_messages"] += 1
+            acts.append(SendWorker(identity, Disconnect("unknown worker: send Ready")))
+            return acts
+        w.last_seen = now
+        if t is Chunk or t is Done or t is Started or t is JobFailed:
+            job = w.job
+            if job is None or job.job_id != msg.job_id:  # type: ignore[attr-defined]
+                self.counters["late_messages"] += 1
+            elif t is Chunk:
+                acts.append(ForwardFront(job.front, raw))
+            elif t is Started:
+                job.started = True
+            elif t is Done:
+                acts.append(ForwardFront(job.front, raw))
+                self._end_job(w, job, now)
+                w.jobs_served += 1
+                self.counters["jobs_done"] += 1
+                self._avg_job_s += 0.2 * (now - job.assigned_at - self._avg_job_s)
+            else:
+                self._on_job_failed(w, job, msg, now, acts)  # type: ignore[arg-type]
+            if w.leaving and w.job is None:
+                self._forget(w, "left after its last job")
+        elif t is Idle:
+            self._on_idle(w, now, acts)
+        elif t is AccountState:
+            self._on_account_state(w, msg.error, now, acts)  # type: ignore[attr-defined]
+        elif t is Goodbye:
+            w.leaving = True
+            if w.job is None:
+                self._forget(w, f"said goodbye ({msg.reason})")  # type: ignore[attr-defined]
+            else:
+                self._set_state(w, "draining", now)
+        # Heartbeat: liveness only, refreshed above; it never makes a busy worker idle.
+        return acts
+
+    def on_worker_garbage(self, identity: bytes, now: float) -> list[Action]:
+        """An undecodable frame is the worker's fault: count it and ask it to re-register."""
+        self.counters["decode_errors"] += 1
+        w = self._workers.get(identity)
+        if w is not None:
+            w.last_seen = now
+        return [SendWorker(identity, Disconnect("undecodable frame: send Ready"))]
+
+    def worker_unreachable(self, identity: bytes, now: float) -> list[Action]:
+        acts: list[Action] = []
+        w = self._workers.get(identity)
+        if w is not None:
+            self.counters["workers_unreachable"] += 1
+            self._remove(w, "unreachable", now, acts)
+        return acts
+
+    def _on_ready(self, identity: bytes, old: Worker | None, msg: Ready, now: float, acts) -> None:
+        if old is not None:
+            self._remove(old, "re-registered", now, acts)
+        if msg.version != PROTOCOL_VERSION:
+            self.counters["version_mismatch"] += 1
+            log.warning("refused worker %s: protocol version %s", msg.profile_id, msg.version)
+            reason = f"protocol version {msg.version} not supported (broker speaks {PROTOCOL_VERSION})"
+            acts.append(SendWorker(identity, Disconnect(reason)))
+            return
+        w = Worker(identity, msg, frozenset(msg.models), "busy", now, now, now)
+        self._workers[identity] = w
+        self.counters["workers_registered"] += 1
+        if w.models:
+            for m in w.models:
+                self._model_count[m] = self._model_count.get(m, 0) + 1
+        else:
+            self._any_model += 1
+        log.info(
+            "worker %s registered (pid %s, %s, models %s)",
+            w.profile, msg.pid, msg.engine or "?", ",".join(sorted(w.models)) or "any",
+        )
+        if msg.unusable is not None:
+            self._apply_account(w, msg.unusable, now)
+            if w.state != "busy":
+                return
+        self._make_available(w, now, acts)
+
+    def _on_job_failed(self, w: Worker, job: Job, msg: JobFailed, now: float, acts) -> None:
+        err = msg.error
+        w.last_error = f"{err.kind}: {err.message}"
+        self._end_job(w, job, now)
+        if err.kind == "broken":
+            w.broken = True
+            self._set_state(w, "draining", now)
+        elif err.kind in MOVABLE_KINDS:
+            w.pending = err
+        if err.kind in MOVABLE_KINDS and not msg.output_sent and job.moves < MAX_MOVES:
+            self._requeue(job, now, acts)
+        else:
+            self._fail(job, err, acts)
+
+    def _on_idle(self, w: Worker, now: float, acts) -> None:
+        if not w.held:
+            return  # a repeated Idle, or one from an excluded worker: nothing to do
+        w.held = False
+        if w.job is not None:  # the worker dropped a job it never finished
+            job, w.job = w.job, None
+            self._lose_job(job, w, "went idle without finishing the job", now, acts)
+        if w.leaving:
+            self._forget(w, "left after its last job")
+        elif w.broken:
+            self._set_state(w, "draining", now)
+        elif w.pending is not None:
+            err, w.pending = w.pending, None
+            self._apply_account(w, err, now)
+            if w.state == "busy":  # an error kind with no account effect
+                self._make_available(w, now, acts)
+        else:
+            self._make_available(w, now, acts)
+
+    def _on_account_state(self, w: Worker, err: ErrorInfo | None, now: float, acts) -> None:
+        if err is None:
+            w.pending = None
+            if not w.held and w.state in ("cooling", "logged_out"):
+                self._make_available(w, now, acts)
+            return
+        w.last_error = f"{err.kind}: {err.message}"
+        if w.broken or w.leaving:
+            return  # on its way out already
+        if err.kind == "broken":
+            w.broken = True
+            w.pending = None
+            if w.state == "idle":
+                self._idle.remove(w)
+            self._set_state(w, "draining", now)
+            return
+        if w.held:
+            w.pending = err  # applied when the worker reports Idle
+            return
+        if w.state == "idle":
+            self._idle.remove(w)
+            w.state = "busy"  # transient: _apply_account sets the real state
+        self._apply_account(w, err, now)
+        if w.state == "busy":
+            self._make_available(w, now, acts)
+
+    def _apply_account(self, w: Worker, err: ErrorInfo, now: float) -> None:
+        """Account trouble on a worker that is not in the idle deque and holds no job."""
+        w.last_error = f"{err.kind}: {err.message}"
+        if err.kind == "rate_limited":
+            w.cooldown_until = now + (err.retry_after_s or self.cooldown_s)
+            self._set_state(w, "cooling", now)
+        elif err.kind == "logged_out":
+            self._set_state(w, "logged_out", now)
+        elif err.kind == "broken":
+            w.broken = True
+            self._set_state(w, "draining", now)
+
+    # ------------------------------------------------------------------ front side
+
+    def on_front(self, front: bytes, msg: object, now: float) -> list[Action]:
+        acts: list[Action] = []
+        t = type(msg)
+        if t is Submit:
+            self._on_submit(front, msg, now, acts)  # type: ignore[arg-type]
+        elif t is Cancel:
+            job = self._jobs.get(msg.job_id)  # type: ignore[attr-defined]
+            if job is not None and job.front == front:
+                was_queued = job.state == "queued"
+                self._cancel(job, acts)
+                if was_queued:  # a running job's worker answers (late) instead
+                    acts.append(SendFront(front, Failed(job.job_id, error("cancelled", "cancelled"))))
+        elif t is Ping:
+            acts.append(SendFront(front, Pong(msg.nonce, self.broker_id)))  # type: ignore[attr-defined]
+        elif t is StatusQuery:
+            acts.append(SendFront(front, StatusReply(msg.query_id, self.status(now))))  # type: ignore[attr-defined]
+        return acts
+
+    def on_front_garbage(self, front: bytes, now: float) -> list[Action]:
+        self.counters["decode_errors"] += 1
+        return []
+
+    def front_unreachable(self, front: bytes, now: float) -> list[Action]:
+        """The front that submitted jobs is gone: stop its work instead of finishing it for nobody."""
+        acts: list[Action] = []
+        lost = [job for job in self._jobs.values() if job.front == front]
+        if lost:
+            self.counters["fronts_lost"] += 1
+        for job in lost:
+            self._cancel(job, acts)
+        return acts
+
+    def _on_submit(self, front: bytes, msg: Submit, now: float, acts) -> None:
+        self.counters["jobs_submitted"] += 1
+        model = msg.spec.model
+        if msg.job_id in self._jobs:
+            self.counters["jobs_failed"] += 1
+            err = error("bad_request", f"job id {msg.job_id!r} is already in use")
+            acts.append(SendFront(front, Failed(msg.job_id, err)))
+            return
+        if self._workers and not self._any_model and not self._model_count.get(model):
+            self.counters["jobs_failed"] += 1
+            available = ", ".join(sorted(self._model_count)) or "none"
+            err = ErrorInfo("bad_request", f"model {model!r} is not served here; available: {available}", 404)
+            acts.append(SendFront(front, Failed(msg.job_id, err)))
+            return
+        timeout = msg.queue_timeout_s
+        if timeout is None or not timeout >= 0:  # None or NaN: the pool's default
+            timeout = self.queue_timeout_s
+        job = Job(msg.job_id, msg.spec, front, timeout)
+        w = self._take_idle(model)
+        if w is not None:
+            self._jobs[job.job_id] = job
+            self._assign(w, job, now, acts)
+        elif len(self._queue) >= self.max_queue:
+            self.counters["queue_full"] += 1
+            self.counters["jobs_failed"] += 1
+            err = error("queue_full", f"{len(self._queue)} requests already waiting", retry_after_s=self._retry_after())
+            acts.append(SendFront(front, Failed(job.job_id, err)))
+        else:
+            self._jobs[job.job_id] = job
+            self._enqueue(job, now, front_of_queue=False)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> list[Action]:
+        """Heartbeats out, dead workers out, cooled-down workers back, overdue queued jobs failed."""
+        acts: list[Action] = []
+        for w in list(self._workers.values()):
+            if now - w.last_seen > self.expiry_s:
+                self.counters["workers_expired"] += 1
+                self._remove(w, f"silent for {now - w.last_seen:.1f} s", now, acts)
+                continue
+            if w.state == "cooling" and now >= w.cooldown_until:
+                self._make_available(w, now, acts)
+            if now - w.last_sent >= self.heartbeat_interval_s:
+                w.last_sent = now
+                acts.append(SendWorker(w.identity, Heartbeat()))
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, job = heapq.heappop(heap)
+            if job.state == "queued" and job.deadline == deadline:
+                self._queue.remove(job)
+                self.counters["queue_timeout"] += 1
+                err = error(
+                    "queue_timeout",
+                    f"no worker became free within {job.queue_timeout_s:g} s",
+                    retry_after_s=self._retry_after(),
+                )
+                self._fail(job, err, acts)
+        return acts
+
+    # ------------------------------------------------------------------ internals
+
+    def _set_state(self, w: Worker, state: str, now: float) -> None:
+        if state != w.state:
+            # idle <-> busy happens on every job: too common to log.
+            if state not in ("idle", "busy") or w.state not in ("idle", "busy"):
+                log.info("worker %s: %s -> %s", w.profile, w.state, state)
+            w.state = state
+            w.since = now
+
+    def _take_idle(self, model: str) -> Worker | None:
+        idle = self._idle
+        for i, w in enumerate(idle):
+            if not w.models or model in w.models:
+                del idle[i]
+                return w
+        return None
+
+    def _make_available(self, w: Worker, now: float, acts) -> None:
+        """w holds nothing and may work: give it the oldest job it can serve, else park it."""
+        for i, job in enumerate(self._queue):
+            if _serves(w, job.spec.model):
+                del self._queue[i]
+                self._assign(w, job, now, acts)
+                return
+        self._set_state(w, "idle", now)
+        self._idle.append(w)
+
+    def _assign(self, w: Worker, job: Job, now: float, acts) -> None:
+        job.state = "running"
+        job.worker = w.identity
+        job.started = False
+        job.assigned_at = now
+        w.job = job
+        w.held = True
+        self._set_state(w, "busy", now)
+        w.last_sent = now
+        acts.append(SendWorker(w.identity, Assign(job.job_id, job.spec)))
+        acts.append(SendFront(job.front, Assigned(job.job_id, w.profile)))
+
+    def _enqueue(self, job: Job, now: float, *, front_of_queue: bool) -> None:
+        job.state = "queued"
+        job.worker = None
+        job.deadline = now + job.queue_timeout_s
+        if front_of_queue:
+            self._queue.appendleft(job)
+        else:
+            self._queue.append(job)
+        self._seq += 1
+        heapq.heappush(self._deadlines, (job.deadline, self._seq, job))
+        if len(self._deadlines) > 4 * (len(self._queue) + 256):
+            # Entries of jobs that left the queue linger until their deadline; under a steady
+            # backlog at thousands of jobs/s that adds up, so rebuild from the live queue.
+            self._deadlines = [(j.deadline, i, j) for i, j in enumerate(self._queue)]
+            heapq.heapify(self._deadlines)
+
+    def _requeue(self, job: Job, now: float, acts) -> None:
+        """Move a job that never produced output: first in line, it already waited once."""
+        job.moves += 1
+        self.counters["jobs_moved"] += 1
+        w = self._take_idle(job.spec.model)
+        if w is not None:
+            self._assign(w, job, now, acts)
+        else:
+            self._enqueue(job, now, front_of_queue=True)
+
+    def _end_job(self, w: Worker, job: Job, now: float) -> None:
+        w.job = None
+        job.state = "ended"
+        job.worker = None
+        self._jobs.pop(job.job_id, None)
+
+    def _fail(self, job: Job, err: ErrorInfo, acts) -> None:
+        job.state = "ended"
+        self._jobs.pop(job.job_id, None)
+        self.counters["jobs_failed"] += 1
+        acts.append(SendFront(job.front, Failed(job.job_id, err)))
+
+    def _cancel(self, job: Job, acts) -> None:
+        """Stop a job for a client that no longer wants it; its worker stays held until Idle."""
+        self.counters["cancelled"] += 1
+        self._jobs.pop(job.job_id, None)
+        if job.state == "queued":
+            self._queue.remove(job)
+        elif job.worker is not None:
+            w = self._workers.get(job.worker)
+            if w is not None:
+                w.job = None  # what it still sends for this job is late
+                acts.append(SendWorker(w.identity, Cancel(job.job_id)))
+        job.state = "ended"
+
+    def _lose_job(self, job: Job, w: Worker, why: str, now: float, acts) -> None:
+        """The worker holding `job` is gone (or lost it): move it once if it never started."""
+        job.worker = None
+        if not job.started and not job.moved_for_death and job.moves < MAX_MOVES:
+            job.moved_for_death = True
+            self._requeue(job, now, acts)
+        else:
+            self._fail(job, error("worker_died", f"worker {w.profile} {why} while running the job"), acts)
+
+    def _remove(self, w: Worker, why: str, now: float, acts) -> None:
+        self._forget(w, why)
+        if w.job is not None:
+            job, w.job = w.job, None
+            self._lose_job(job, w, why, now, acts)
+
+    def _forget(self, w: Worker, why: str) -> None:
+        if self._workers.pop(w.identity, None) is None:
+            return
+        if w.state == "idle":
+            self._idle.remove(w)
+        if w.models:
+            for m in w.models:
+                if self._model_count[m] <= 1:
+                    del self._model_count[m]
+                else:
+                    self._model_count[m] -= 1
+        else:
+            self._any_model -= 1
+        self.counters["workers_left"] += 1
+        log.info("worker %s removed: %s", w.profile, why)
+
+    def _retry_after(self) -> float:
+        """A rough wait before a retry may find room: the queue's drain time, within 1-5 s."""
+        est = self._avg_job_s * (len(self._queue) + 1) / max(1, len(self._workers))
+        return round(min(5.0, max(1.0, est)), 1)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, now: float) -> PoolStatus:
+        workers = tuple(
+            WorkerStatus(
+                profile_id=w.profile,
+                state=w.state,
+                since_s=round(now - w.since, 3),
+                jobs_served=w.jobs_served,
+                last_error=w.last_error,
+                pid=w.ready.pid,
+                engine=w.ready.engine,
+                account=w.ready.account,
+                models=w.ready.models,
+                job_id=w.job.job_id if w.job is not None else None,
+                cooldown_remaining_s=(
+                    round(max(0.0, w.cooldown_until - now), 3) if w.state == "cooling" else None
+                ),
+            )
+            for w in self._workers.values()
+        )
+        return PoolStatus(self.broker_id, workers, len(self._queue), dict(self.counters))
