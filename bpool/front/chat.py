@@ -1,0 +1,194 @@
+"""POST /v1/chat/completions: one job through the broker, answered as JSON or as SSE.
+
+Every wait is bounded: until a worker holds the job, by the broker's queue deadline plus a margin
+(`FrontSettings.assign_wait_s`); after that, by the job timeout. A job the client stops waiting
+for, for whatever reason (disconnect, timeout, our own error), is cancelled at the broker at once
+so its worker becomes free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from bpool.front.broker_link import JobEvent, error_of
+from bpool.front.keys import LINK, REQUEST_ID, SETTINGS
+from bpool.front.settings import FrontSettings
+from bpool.openai_schema import (
+    ApiError, ChatRequest, chunk_json, completion_json, error_body, estimate_usage,
+    parse_chat_request, to_job_spec,
+)
+from bpool.protocol import Assigned, Chunk, Done, Failed, JobSpec
+
+log = logging.getLogger("bpool.front")
+
+
+class JobWait:
+    """Reads one job's events with the right deadline for each phase."""
+
+    def __init__(self, queue: asyncio.Queue[JobEvent], settings: FrontSettings) -> None:
+        self.queue = queue
+        self.settings = settings
+        loop = asyncio.get_running_loop()
+        self.started = loop.time()
+        self.deadline = self.started + settings.assign_wait_s
+        self.profile: str | None = None
+
+    async def next(self) -> JobEvent:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                event = await self.queue.get()
+        except TimeoutError:
+            if self.profile is None:
+                raise ApiError(503, "No worker became free in time", code="queue_timeout",
+                               retry_after_s=1.0) from None
+            raise ApiError(504, f"The worker {self.profile} did not finish within "
+                           f"{self.settings.job_timeout_s:g} s", code="timeout") from None
+        if isinstance(event, Assigned):
+            if self.profile is None:
+                self.deadline = loop.time() + self.settings.job_timeout_s
+            self.profile = event.profile_id
+        return event
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    if seconds is None:
+        return {}
+    return {"Retry-After": str(max(1, int(-(-seconds // 1))))}
+
+
+def sse(data: Any) -> bytes:
+    return b"data: " + msgspec.json.encode(data) + b"\n\n"
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    link = request.app[LINK]
+    body = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413
+    req = parse_chat_request(body)
+    spec = to_job_spec(req)
+    job_id = uuid.uuid4().hex
+    queue = link.submit(job_id, spec, settings.queue_timeout_s)
+    wait = JobWait(queue, settings)
+    outcome = "error"
+    t0 = time.monotonic()
+    try:
+        if req.stream:
+            resp, outcome = await _stream(request, req, spec, wait, job_id)
+        else:
+            resp, outcome = await _collect(request, req, spec, wait, job_id)
+        return resp
+    except ApiError as exc:
+        outcome = exc.code or str(exc.status)
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        outcome = "client_gone"
+        raise
+    finally:
+        # The link stops tracking a job when the broker ends it (Done/Failed) or is lost; a job
+        # still tracked here is one nobody waits for any more (client gone, timeout, our error).
+        if job_id in link.jobs:
+            link.cancel(job_id)
+        log.info("request %s job %s profile %s: %s in %.2f s", request[REQUEST_ID], job_id,
+                 wait.profile, outcome, time.monotonic() - t0)
+
+
+async def _collect(
+    request: web.Request, req: ChatRequest, spec: JobSpec, wait: JobWait, job_id: str
+) -> tuple[web.StreamResponse, str]:
+    content: list[str] = []
+    reasoning: list[str] = []
+    while True:
+        event = await wait.next()
+        if isinstance(event, Chunk):
+            content.append(event.content)
+            reasoning.append(event.reasoning)
+        elif isinstance(event, Failed):
+            raise error_of(event.error)
+        elif isinstance(event, Done):
+            text, thought = "".join(content), "".join(reasoning)
+            usage = event.usage or estimate_usage(spec, text, thought)
+            data = completion_json(f"chatcmpl-{job_id}", req.model, text, thought,
+                                   event.finish_reason, usage)
+            resp = web.Response(body=msgspec.json.encode(data), content_type="application/json",
+                                headers={"x-bpool-profile": wait.profile or ""})
+            return resp, event.finish_reason
+
+
+async def _stream(
+    request: web.Request, req: ChatRequest, spec: JobSpec, wait: JobWait, job_id: str
+) -> tuple[web.StreamResponse, str]:
+    completion_id = f"chatcmpl-{job_id}"
+    created = int(time.time())
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    content: list[str] = []
+    reasoning: list[str] = []
+    resp: web.StreamResponse | None = None
+
+    def chunk(delta: dict[str, Any], **kw: Any) -> bytes:
+        return sse(chunk_json(completion_id, req.model, created, delta, **kw))
+
+    try:
+        while True:
+            event = await wait.next()
+            if isinstance(event, Assigned):
+                continue
+            if resp is None:
+                # Headers wait for the first answer event, not just Assigned: a job that fails
+                # before any output still gets its real HTTP status, and a job the broker moved
+                # to another worker names the profile that actually served it.
+                if isinstance(event, Failed):
+                    raise error_of(event.error)
+                resp = web.StreamResponse(headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "x-bpool-profile": wait.profile or "",
+                    "x-request-id": request[REQUEST_ID],
+                })
+                await resp.prepare(request)
+                await resp.write(chunk({"role": "assistant", "content": ""}))
+            if isinstance(event, Chunk):
+                delta: dict[str, Any] = {}
+                if event.reasoning:
+                    delta["reasoning_content"] = event.reasoning
+                    reasoning.append(event.reasoning)
+                if event.content:
+                    delta["content"] = event.content
+                    content.append(event.content)
+                if delta:
+                    await resp.write(chunk(delta))
+            elif isinstance(event, Failed):
+                raise error_of(event.error)
+            elif isinstance(event, Done):
+                usage = event.usage or estimate_usage(spec, "".join(content), "".join(reasoning))
+                if include_usage:  # OpenAI's shape: usage on an extra chunk with no choices
+                    await resp.write(chunk({}, reason=event.finish_reason))
+                    await resp.write(chunk({}, usage=usage, no_choices=True))
+                else:
+                    await resp.write(chunk({}, reason=event.finish_reason, usage=usage))
+                await resp.write(b"data: [DONE]\n\n")
+                await resp.write_eof()
+                return resp, event.finish_reason
+    except ApiError as exc:
+        if resp is None:
+            raise
+        # The status line is gone already: report in-band, the way OpenAI streams do.
+        await resp.write(sse(exc.body()))
+        await resp.write_eof()
+        return resp, exc.code or "error"
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        if resp is None:
+            raise
+        log.exception("stream for job %s broke", job_id)
+        await resp.write(sse(error_body("Internal error", "server_error", None, "internal")))
+        await resp.write_eof()
+        return resp, "internal"
