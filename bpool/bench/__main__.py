@@ -1,0 +1,63 @@
+"""python -m bpool.bench core [--n N] [--seconds S]   (see bpool/bench/core.py)"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+
+
+def _machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bpool.bench")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    core = sub.add_parser("core", help="floor vs broker vs full HTTP path vs streaming relay")
+    core.add_argument("--n", type=int, default=2000, help="sequential requests per stage")
+    core.add_argument("--seconds", type=int, default=10, help="duration of each load run")
+    sub.add_parser("_echo").add_argument("endpoint")
+    w = sub.add_parser("_worker")
+    for name in ("endpoint", "profile", "chunks", "interval_s"):
+        w.add_argument(name)
+    r = sub.add_parser("_relay")
+    r.add_argument("front")
+    r.add_argument("back")
+    sub.add_parser("_hello").add_argument("port", type=int)
+    args = ap.parse_args(argv)
+
+    from bpool.bench import core as c
+
+    if args.cmd == "_echo":
+        return c.echo_server(args.endpoint)
+    if args.cmd == "_worker":
+        return c.raw_worker(args.endpoint, args.profile, int(args.chunks), float(args.interval_s))
+    if args.cmd == "_relay":
+        return c.relay(args.front, args.back)
+    if args.cmd == "_hello":
+        return c.hello_server(args.port)
+    print(f"machine: {_machine()}")
+    rows = c.run_core(args.n, args.seconds)
+    c.print_table(rows)
+    floor, relay, broker, _, full, stream = rows
+    print()
+    print(f"broker path p50 / floor p50: {broker['p50_ms'] / floor['p50_ms']:.2f}x (target <= 2x)")
+    print(f"broker path p50 / relay floor p50: {broker['p50_ms'] / relay['p50_ms']:.2f}x")
+    if "load_rps" in full:
+        print(f"full path under load: {full['load_rps']:.0f} req/s (target >= 1000)")
+    print(f"added per streamed chunk p50: {stream['p50_ms']:.3f} ms (target <= 2 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
