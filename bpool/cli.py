@@ -1,0 +1,172 @@
+"""The `bpool` operator command.
+
+    bpool profiles sync [--auth-directory DIR] [--render-only] [--simulator auto|on|off]
+    bpool profiles check FILE...          validate cookie files (exit 1 if any is unusable)
+    bpool profiles list                   generated programs, their cookie files and states
+    bpool profiles path NAME              the cookie file profile NAME runs with
+    bpool profiles restart NAME           stop (the worker drains), then start without waiting
+    bpool wait-profile NAME [--timeout S] [--not-pid PID]
+
+Every command finds the pool through supervisord.conf (`--conf`, BPOOL_SUPERVISORD_CONF, default
+the checkout's); the front through BPOOL_HOST / BPOOL_PORT. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bpool import supervise, supervise_live, supervise_wait
+
+
+def _settings(args: argparse.Namespace) -> supervise.SyncSettings:
+    s = supervise.SyncSettings.from_env(args.conf)
+    changes = {}
+    if getattr(args, "auth_directory", None) is not None:
+        changes["auth_dir"] = args.auth_directory.resolve()
+    if getattr(args, "simulator", None) is not None:
+        changes["simulator"] = args.simulator
+    if changes:
+        from dataclasses import replace
+
+        s = replace(s, **changes)
+    return s
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    return supervise_live.sync(_settings(args), render_only=args.render_only)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bpool.studio import profiles
+
+    return profiles.main(["check", *map(str, args.files)])
+
+
+def _generated(s: supervise.SyncSettings) -> dict[str, Path | None]:
+    out = {}
+    for fname, text in supervise_live.read_generated(s.include_dir).items():
+        program = fname.removesuffix(".conf")
+        if program.startswith(supervise.PROGRAM_PREFIX):
+            out[program.removeprefix(supervise.PROGRAM_PREFIX)] = supervise.profile_file_of(text)
+    return out
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    known = _generated(_settings(args))
+    path = known.get(args.name)
+    if path is None:
+        names = ", ".join(sorted(known)) or "none"
+        print(f"bpool: no profile {args.name!r} (known: {names}); run `bpool profiles sync` "
+              "after adding its cookie file", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    proxy = supervise_live.connect(s)
+    for name, path in sorted(_generated(s).items()):
+        info = supervise_wait.proc_info(proxy, name)
+        state = (f"{info['statename']} pid {info['pid']}" if info else "supervisord not running")
+        print(f"{supervise.PROGRAM_PREFIX}{name}\t{state}\t{path}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """`supervisorctl restart` waits startsecs after the start; a swap would rather watch /health
+    (wait-profile), which sees the new worker as soon as it registers."""
+    import xmlrpc.client
+
+    proxy = supervise_live.connect(_settings(args))
+    if proxy is None:
+        print("bpool: supervisord is not running", file=sys.stderr)
+        return 1
+    program = supervise.PROGRAM_PREFIX + args.name
+    try:
+        try:
+            proxy.supervisor.stopProcess(program, True)
+            print(f"{program}: stopped")
+        except xmlrpc.client.Fault as f:
+            if "NOT_RUNNING" not in f.faultString:
+                raise
+        proxy.supervisor.startProcess(program, False)
+        print(f"{program}: starting")
+    except xmlrpc.client.Fault as f:
+        print(f"bpool: {program}: {f.faultString}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    s = _settings(args)
+    url = supervise_wait.health_url()
+    proxy = supervise_live.connect(s)
+    verdict = supervise_wait.wait(
+        args.name, args.timeout,
+        fetch=lambda: supervise_wait.fetch_workers(url),
+        info=lambda: supervise_wait.proc_info(proxy, args.name),
+        not_pid=args.not_pid,
+    )
+    print(f"bpool: {verdict.message}", file=sys.stdout if verdict.ok else sys.stderr)
+    if not verdict.ok:
+        tail = supervise_wait.log_tail(proxy, args.name)
+        if tail:
+            print(f"last lines of {supervise.PROGRAM_PREFIX}{args.name}'s log:\n{tail}",
+                  file=sys.stderr)
+    return 0 if verdict.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bpool", description="Operate a bpool pool.")
+    p.add_argument("--conf", type=Path, default=None,
+                   help="supervisord.conf of the pool (BPOOL_SUPERVISORD_CONF)")
+    sub = p.add_subparsers(dest="command", required=True)
+    prof = sub.add_parser("profiles", help="cookie files and their workers")
+    psub = prof.add_subparsers(dest="action", required=True)
+    sy = psub.add_parser("sync", help="one worker per cookie file, applied live")
+    sy.add_argument("--auth-directory", type=Path, default=None,
+                    help="the cookie directory (BROWSER_PROFILE_DIR, default cookies/)")
+    sy.add_argument("--render-only", action="store_true",
+                    help="write the program files but do not touch a running supervisord")
+    sy.add_argument("--simulator", choices=supervise.SIMULATOR_MODES, default=None,
+                    help="run the studio simulator: auto = only without cookie files "
+                         "(BPOOL_SIMULATOR)")
+    sy.set_defaults(func=cmd_sync)
+    ch = psub.add_parser("check", help="validate cookie files")
+    ch.add_argument("files", nargs="+", type=Path)
+    ch.set_defaults(func=cmd_check)
+    pa = psub.add_parser("path", help="the cookie file a profile's worker runs with")
+    pa.add_argument("name")
+    pa.set_defaults(func=cmd_path)
+    re_ = psub.add_parser("restart", help="restart one profile's worker (it drains first)")
+    re_.add_argument("name")
+    re_.set_defaults(func=cmd_restart)
+    li = psub.add_parser("list", help="generated programs and their states")
+    li.set_defaults(func=cmd_list)
+    wa = sub.add_parser("wait-profile", help="wait until a profile's worker is in rotation")
+    wa.add_argument("name")
+    wa.add_argument("--timeout", type=float, default=90.0, help="seconds (default 90)")
+    wa.add_argument("--not-pid", type=int, default=None,
+                    help="the pid of the worker being replaced (its entry does not count)")
+    wa.set_defaults(func=cmd_wait)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SystemExit as exc:  # settings errors carry their message
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The I/O side of profile sync: files in the include directory, and supervisord over XML-RPC.
+
+`sync()` renders the sections (bpool.supervise), writes only the files that changed, then asks
+supervisord to reread its configuration and applies the difference group by group: added
+programs are started, removed ones stopped (gracefully: their workers drain) and removed,
+changed ones replaced. Programs that sync does not generate (broker, front) are never touched,
+and a profile whose file did not change keeps its worker running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xmlrpc.client
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from bpool.config import ensure_private_dir
+from bpool.supervise import (
+    DEMO_NAMES, Discovery, Plan, SyncSettings, candidates, desired, discover, is_managed, plan,
+)
+
+Say = Callable[[str], None]
+
+
+def check_profile(path: Path) -> None:
+    from bpool.studio.profiles import load_profile  # raises ProfileError(path, reason)
+
+    load_profile(path)
+
+
+def prepare_dirs(settings: SyncSettings) -> None:
+    """What supervisord.conf needs before supervisord can start (it creates no directories)."""
+    ensure_private_dir(settings.run_dir)
+    settings.include_dir.mkdir(exist_ok=True)
+    settings.log_dir.mkdir(exist_ok=True)
+
+
+def make_demo_profiles(settings: SyncSettings) -> None:
+    """Log the demo accounts in at the simulator (its account file lives in the pool's run
+    directory, where the sim program will look) and write their cookie files."""
+    env = {**os.environ, "BPOOL_RUN_DIR": str(settings.run_dir)}
+    env.pop("BPOOL_SIM_DIR", None)
+    argv = [sys.executable, "-m", "bpool.sim", "make-profiles", "--out", str(settings.demo_dir),
+            "--names", ",".join(DEMO_NAMES), "--host", settings.sim_host]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise SystemExit(f"bpool: could not make the demo profiles: {done.stderr.strip()}")
+
+
+def read_generated(include_dir: Path) -> dict[str, str]:
+    if not include_dir.is_dir():
+        return {}
+    return {p.name: p.read_text() for p in sorted(include_dir.glob("*.conf"))}
+
+
+def write_plan(include_dir: Path, p: Plan) -> None:
+    for name, text in p.write.items():
+        tmp = include_dir / f".{name}.{os.getpid()}.tmp"  # not *.conf: never included half-written
+        tmp.write_text(text)
+        os.replace(tmp, include_dir / name)
+    for name in p.delete:
+        (include_dir / name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- supervisord
+
+
+def connect(settings: SyncSettings) -> Any | None:
+    """An XML-RPC proxy to the running supervisord, or None when it is not running."""
+    if not settings.socket.exists():
+        return None
+    url = f"unix://{settings.socket}"
+    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(
+        None, None, serverurl=url))
+    try:
+        proxy.supervisor.getState()
+    except OSError:  # a stale socket file from a supervisord that is gone
+        return None
+    return proxy
+
+
+@dataclass
+class Applied:
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # changes in supervisord.conf, not applied
+    errors: list[str] = field(default_factory=list)
+
+
+def _stop_and_remove(proxy: Any, name: str) -> None:
+    try:
+        proxy.supervisor.stopProcessGroup(name, True)  # blocks while the worker drains
+    except xmlrpc.client.Fault as f:
+        if "NOT_RUNNING" not in f.faultString:
+            raise
+    proxy.supervisor.removeProcessGroup(name)
+
+
+def apply(proxy: Any) -> Applied:
+    """Reread the configuration and apply the changes of generated programs only."""
+    [[added, changed, removed]] = proxy.supervisor.reloadConfig()
+    out = Applied(others=sorted(n for n in added + changed + removed if not is_managed(n)))
+    # New capacity first, then replacements, then removals (which wait for their drain).
+    for name in sorted(n for n in added if is_managed(n)):
+        try:
+            proxy.supervisor.addProcessGroup(name)
+            out.started.append(name)
+        except xmlrpc.client.Fault as f:
+            out.errors.append(f"{name}: {f.faultString}")
+    for name in sorted(n for n in changed if is_managed(n)):
+        try:
+            _stop_and_remove(proxy, name)
+            proxy.supervisor.addProcessGroup(name)
+            out.replaced.append(name)
+        except xmlrpc.client.Fault as f:
+            out.errors.append(f"{name}: {f.faultString}")
+    for name in sorted(n for n in removed if is_managed(n)):
+        try:
+            _stop_and_remove(proxy, name)
+            out.stopped.append(name)
+        except xmlrpc.client.Fault as f:
+            out.errors.append(f"{name}: {f.faultString}")
+    return out
+
+
+# ---------------------------------------------------------------------------- the whole sync
+
+
+def sync(settings: SyncSettings, *, render_only: bool = False, say: Say = print) -> int:
+    """Exit status: 0 all profiles applied, 1 some refused or failed (the rest applied),
+    2 nothing could be done."""
+    prepare_dirs(settings)
+    found: Discovery = discover(settings, check_profile)
+    if found.demo and not candidates(settings.demo_dir):
+        make_demo_profiles(settings)
+        found = discover(settings, check_profile)
+    for w in found.warnings:
+        say(f"warning: {w}")
+    names = ", ".join(p.id for p in found.profiles) or "none"
+    say(f"profiles from {found.source}: {names}")
+    for r in found.refused:
+        say(f"refused {r}")
+    have = read_generated(settings.include_dir)
+    p = plan(desired(settings, found), have, found)
+    for name in p.kept:
+        say(f"kept {name.removesuffix('.conf')} running with the cookies it started with")
+    write_plan(settings.include_dir, p)
+    status = 1 if found.refused else 0
+    if render_only:
+        say(f"wrote {len(p.write)} and removed {len(p.delete)} files in {settings.include_dir}")
+        return status
+    try:
+        proxy = connect(settings)
+        if proxy is None:
+            say(f"supervisord is not running ({settings.socket}): the programs start with it")
+            return status
+        done = apply(proxy)
+    except (OSError, xmlrpc.client.Error) as exc:
+        say(f"error: could not apply the change through supervisord: {exc}")
+        return 2
+    for name in done.started:
+        say(f"started {name}")
+    for name in done.replaced:
+        say(f"restarted {name} (its settings changed)")
+    for name in done.stopped:
+        say(f"stopped {name}")
+    if done.others:
+        say("note: supervisord.conf itself changed for " + ", ".join(done.others)
+            + ": apply that with `supervisorctl update` when convenient")
+    for e in done.errors:
+        say(f"error: {e}")
+    if not (done.started or done.replaced or done.stopped):
+        say("no program changed")
+    return 1 if (status or done.errors) else 0
