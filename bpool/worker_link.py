@@ -19,7 +19,7 @@ from typing import Protocol
 import zmq
 import zmq.asyncio
 
-from bpool import _zmq, config
+from bpool import _zmq, config, curve
 from bpool.protocol import (
     PROTOCOL_VERSION,
     Assign,
@@ -76,11 +76,13 @@ class LinkSettings:
     heartbeat_liveness: int = 3
     drain_timeout_s: float = 30.0
     send_heartbeats: bool = True
+    curve_keys: tuple[bytes, bytes, bytes] | None = None  # for tcp:// brokers on other hosts
 
     @classmethod
     def from_env(cls) -> "LinkSettings":
         return cls(
             endpoint=config.worker_endpoint(),
+            curve_keys=curve.client_keys_from_env(),
             heartbeat_interval_s=config.heartbeat_interval_s(),
             heartbeat_liveness=config.heartbeat_liveness(),
             drain_timeout_s=config.env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
@@ -138,7 +140,9 @@ class _Link:
     def open(self) -> None:
         self.close()
         ident = _zmq.new_identity(self.backend.profile_id)
-        self.sock = _zmq.dealer(self.ctx, self.settings.endpoint, identity=ident)
+        keys = self.settings.curve_keys
+        setup = (lambda sock: curve.apply_client(sock, keys)) if keys else None
+        self.sock = _zmq.dealer(self.ctx, self.settings.endpoint, identity=ident, setup=setup)
         self.raw = zmq.Socket.shadow(self.sock.underlying)
         self.registered = False
         self.last_recv = time.monotonic()

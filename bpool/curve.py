@@ -1,0 +1,125 @@
+"""ZeroMQ CURVE keys for workers on other hosts.
+
+The broker's ipc sockets never leave the machine. To take workers on other hosts it additionally
+binds `BPOOL_BROKER_TCP` (e.g. `tcp://0.0.0.0:5555`), and only with CURVE: the broker proves who it
+is with its server key pair, and only workers whose public key is in the allowed-clients directory
+may connect (ZAP, via pyzmq's authenticator thread). Key files are pyzmq's certificate format
+(`NAME.key` public, `NAME.key_secret` secret, written 0600).
+
+    python -m bpool.curve generate --dir keys --name broker      # once, on the broker host
+    python -m bpool.curve generate --dir keys --name host2       # once per worker host
+    cp keys/host2.key <BPOOL_CURVE_DIR>/clients/                 # allow that host
+
+Broker:  BPOOL_BROKER_TCP=tcp://0.0.0.0:5555  BPOOL_CURVE_DIR=dir holding server.key_secret and
+         clients/*.key (default <run dir>/curve)
+Worker:  BPOOL_BROKER_WORKERS=tcp://broker-host:5555  BPOOL_CURVE_SERVER_KEY=.../server.key
+         BPOOL_CURVE_CLIENT_KEY=.../host2.key_secret
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from bpool import config
+
+
+class CurveError(Exception):
+    """Keys are missing or unreadable: a configuration error, the operator's to fix."""
+
+
+def generate(directory: Path, name: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(directory), name)
+    for path in (public, secret):
+        os.chmod(path, 0o600)
+    return Path(public), Path(secret)
+
+
+def _load(path: Path, *, need_secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise CurveError(f"cannot read CURVE key {path}: {exc}") from None
+    if need_secret and not secret:
+        raise CurveError(f"{path} holds no secret key (use the .key_secret file)")
+    return public, secret
+
+
+def curve_dir() -> Path:
+    return Path(config.env_str("BPOOL_CURVE_DIR", str(config.run_dir() / "curve")))
+
+
+@dataclass
+class CurveServer:
+    """The broker's tcp side: server keys plus a ZAP authenticator for the allowed clients."""
+
+    public: bytes
+    secret: bytes
+    clients_dir: Path
+    auth: ThreadAuthenticator | None = None
+
+    @classmethod
+    def load(cls, directory: Path) -> "CurveServer":
+        public, secret = _load(directory / "server.key_secret", need_secret=True)
+        clients = directory / "clients"
+        if not clients.is_dir() or not any(clients.glob("*.key")):
+            raise CurveError(f"no allowed worker keys in {clients} (copy each worker's .key there)")
+        return cls(public, secret, clients)
+
+    def start(self, ctx: zmq.Context) -> None:
+        self.auth = ThreadAuthenticator(ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(self.clients_dir))
+
+    def apply(self, sock: zmq.Socket) -> None:
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+    def stop(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+
+
+def client_keys_from_env() -> tuple[bytes, bytes, bytes] | None:
+    """(server public, client public, client secret) for a worker, or None for plain ipc."""
+    server_key = config.env_str("BPOOL_CURVE_SERVER_KEY", "")
+    client_key = config.env_str("BPOOL_CURVE_CLIENT_KEY", "")
+    if not server_key and not client_key:
+        return None
+    if not (server_key and client_key):
+        raise CurveError("set both BPOOL_CURVE_SERVER_KEY and BPOOL_CURVE_CLIENT_KEY")
+    server_public, _ = _load(Path(server_key), need_secret=False)
+    client_public, client_secret = _load(Path(client_key), need_secret=True)
+    assert client_secret is not None
+    return server_public, client_public, client_secret
+
+
+def apply_client(sock: zmq.Socket, keys: tuple[bytes, bytes, bytes]) -> None:
+    server_public, client_public, client_secret = keys
+    sock.curve_serverkey = server_public
+    sock.curve_publickey = client_public
+    sock.curve_secretkey = client_secret
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bpool.curve", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    gen = sub.add_parser("generate", help="write NAME.key and NAME.key_secret into --dir")
+    gen.add_argument("--dir", type=Path, required=True)
+    gen.add_argument("--name", required=True)
+    args = ap.parse_args(argv)
+    public, secret = generate(args.dir, args.name)
+    print(f"public key: {public}\nsecret key: {secret} (keep it on this host only)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
