@@ -15,31 +15,9 @@ from dataclasses import dataclass
 from typing import NamedTuple, Union
 
 from bpool.protocol import (
-    PROTOCOL_VERSION,
-    AccountState,
-    Assign,
-    Assigned,
-    Cancel,
-    Chunk,
-    Disconnect,
-    Done,
-    ErrorInfo,
-    Failed,
-    Goodbye,
-    Heartbeat,
-    Idle,
-    JobFailed,
-    JobSpec,
-    Ping,
-    PoolStatus,
-    Pong,
-    Ready,
-    Started,
-    StatusQuery,
-    StatusReply,
-    Submit,
-    WorkerStatus,
-    error,
+    PROTOCOL_VERSION, AccountState, Assign, Assigned, Cancel, Chunk, Disconnect, Done, ErrorInfo,
+    Failed, Goodbye, Heartbeat, Idle, JobFailed, JobSpec, Ping, PoolStatus, Pong, Ready, Started,
+    StatusQuery, StatusReply, Submit, WorkerStatus, error,
 )
 
 log = logging.getLogger("bpool.broker")
@@ -236,8 +214,9 @@ class BrokerCore:
         )
         if msg.unusable is not None:
             self._apply_account(w, msg.unusable, now)
-            if w.state != "busy":
-                return
+            if w.state == "busy":  # a kind with no effect of its own: out of rotation, as asked
+                self._set_state(w, "logged_out", now)
+            return
         self._make_available(w, now, acts)
 
     def _on_job_failed(self, w: Worker, job: Job, msg: JobFailed, now: float, acts) -> None:
@@ -323,7 +302,8 @@ class BrokerCore:
             if job is not None and job.front == front:
                 was_queued = job.state == "queued"
                 self._cancel(job, acts)
-                if was_queued:  # a running job's worker answers (late) instead
+                # A running job's front has given up on it: what its worker still sends is late.
+                if was_queued:
                     acts.append(SendFront(front, Failed(job.job_id, error("cancelled", "cancelled"))))
         elif t is Ping:
             acts.append(SendFront(front, Pong(msg.nonce, self.broker_id)))  # type: ignore[attr-defined]

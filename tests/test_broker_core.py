@@ -339,6 +339,18 @@ def test_logged_out_workers_are_excluded_until_usable_again():
     assert assigns(h.submit("j4")) == []
 
 
+@pytest.mark.parametrize(
+    "kind, state",
+    [("logged_out", "logged_out"), ("rate_limited", "cooling"), ("broken", "draining"), ("site", "logged_out")],
+)
+def test_unusable_at_ready_is_out_of_rotation(kind, state):
+    h = Harness()
+    h.ready(b"w1", unusable=ErrorInfo(kind, "cannot serve"))
+    st = h.worker("w1")
+    assert (st.state, st.last_error) == (state, f"{kind}: cannot serve")
+    assert assigns(h.submit("j1")) == []
+
+
 def test_late_messages_are_dropped_and_counted():
     h = Harness()
     h.ready(b"w1")

@@ -1,0 +1,221 @@
+"""The broker process: two ROUTER sockets around a `BrokerCore` (see bpool/broker_core.py).
+
+    python -m bpool.broker [--front EP] [--workers EP] [--heartbeat-interval-s S] ...
+
+One thread, one zmq.Poller: decode each frame with the decoder of its direction, hand it to the
+core with the current monotonic time, perform the actions the core returns. Frames from a socket
+are taken in batches so that one busy side cannot starve the other or the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import msgspec
+import zmq
+
+from bpool import _zmq, config, protocol
+from bpool.broker_core import Action, BrokerCore, ForwardFront, SendFront, SendWorker
+
+__all__ = ["BrokerCore", "BrokerSettings", "ForwardFront", "SendFront", "SendWorker", "main", "run"]
+
+log = logging.getLogger("bpool.broker")
+
+BATCH = 512  # frames taken from one socket before looking at the other one and the clock
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    front_endpoint: str
+    worker_endpoint: str
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    max_queue: int = 256
+    queue_timeout_s: float = 60.0
+    cooldown_s: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> BrokerSettings:
+        rd = config.run_dir()
+        return cls(
+            front_endpoint=config.front_endpoint(rd),
+            worker_endpoint=config.worker_endpoint(rd),
+            heartbeat_interval_s=config.heartbeat_interval_s(),
+            heartbeat_liveness=config.heartbeat_liveness(),
+            max_queue=config.env_int("BPOOL_MAX_QUEUE", 256),
+            queue_timeout_s=config.env_float("BPOOL_QUEUE_TIMEOUT_S", 60.0),
+            cooldown_s=config.env_float("BPOOL_COOLDOWN_S", 60.0),
+        )
+
+    def core(self) -> BrokerCore:
+        return BrokerCore(
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            heartbeat_liveness=self.heartbeat_liveness,
+            max_queue=self.max_queue,
+            queue_timeout_s=self.queue_timeout_s,
+            cooldown_s=self.cooldown_s,
+        )
+
+
+def _prepare_ipc(endpoint: str) -> None:
+    """An ipc socket's directory must exist; the pool's run directory is kept private (0700)."""
+    if not endpoint.startswith("ipc://"):
+        return
+    parent = Path(endpoint[len("ipc://"):]).parent
+    if parent.resolve() == config.run_dir():
+        config.ensure_private_dir(parent)
+    else:
+        parent.mkdir(parents=True, exist_ok=True)
+
+
+def bind_sockets(ctx: zmq.Context, settings: BrokerSettings) -> tuple[zmq.Socket, zmq.Socket]:
+    """Every endpoint the broker listens on (a CURVE/tcp worker side would be bound here too)."""
+    for ep in (settings.front_endpoint, settings.worker_endpoint):
+        _prepare_ipc(ep)
+    return _zmq.router(ctx, settings.front_endpoint), _zmq.router(ctx, settings.worker_endpoint)
+
+
+class _Stop:
+    requested = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.requested = True  # the loop notices within one poll timeout
+
+
+def run(settings: BrokerSettings, stop: _Stop) -> None:
+    core = settings.core()
+    ctx = zmq.Context()
+    front, workers = bind_sockets(ctx, settings)
+    log.info(
+        "broker %s listening: front %s, workers %s",
+        core.broker_id, settings.front_endpoint, settings.worker_endpoint,
+    )
+    front_enc, worker_enc = protocol.encoder(), protocol.encoder()
+    front_dec = protocol.decoder(protocol.FrontToBroker)
+    worker_dec = protocol.decoder(protocol.WorkerToBroker)
+    poller = zmq.Poller()
+    poller.register(front, zmq.POLLIN)
+    poller.register(workers, zmq.POLLIN)
+    tick_every_s = max(0.01, settings.heartbeat_interval_s / 4)
+    poll_ms = max(1, int(tick_every_s * 1000))
+    next_tick = time.monotonic()
+    NOBLOCK, Again, MsgspecError = zmq.NOBLOCK, zmq.Again, msgspec.MsgspecError
+    UNREACHABLE = (zmq.EHOSTUNREACH, zmq.EAGAIN)
+
+    def perform(acts: list[Action], now: float) -> None:
+        i = 0
+        while i < len(acts):  # the core may answer a failed send with more actions
+            a = acts[i]
+            i += 1
+            if type(a) is SendWorker:
+                try:
+                    workers.send_multipart((a.identity, worker_enc.encode(a.msg)), NOBLOCK)
+                except zmq.ZMQError as exc:
+                    # Gone (EHOSTUNREACH) or so far behind that its queue is full: either way it
+                    # cannot take work now.
+                    if exc.errno in UNREACHABLE:
+                        acts.extend(core.worker_unreachable(a.identity, now))
+                    else:
+                        raise
+            else:
+                payload = a.raw if type(a) is ForwardFront else front_enc.encode(a.msg)
+                try:
+                    front.send_multipart((a.front, payload), NOBLOCK)
+                except zmq.ZMQError as exc:
+                    if exc.errno in UNREACHABLE:
+                        acts.extend(core.front_unreachable(a.front, now))
+                    else:
+                        raise
+
+    def drain(sock: zmq.Socket, is_worker: bool) -> None:
+        dec = worker_dec if is_worker else front_dec
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(NOBLOCK)
+            except Again:
+                return
+            now = time.monotonic()
+            ident = frames[0]
+            try:
+                try:
+                    if len(frames) != 2:
+                        raise msgspec.DecodeError("a message is exactly one frame")
+                    msg = dec.decode(frames[1])
+                except MsgspecError:  # the peer's fault: the core counts it
+                    if is_worker:
+                        perform(core.on_worker_garbage(ident, now), now)
+                    else:
+                        perform(core.on_front_garbage(ident, now), now)
+                    continue
+                if is_worker:
+                    perform(core.on_worker(ident, msg, frames[1], now), now)
+                else:
+                    perform(core.on_front(ident, msg, now), now)
+            except Exception:
+                # Our bug. Losing every worker and queued job to a restart would hurt more than
+                # carrying on past one bad frame.
+                log.exception("error handling a %s frame", "worker" if is_worker else "front")
+
+    try:
+        while not stop.requested:
+            ready = dict(poller.poll(poll_ms))
+            if workers in ready:
+                drain(workers, True)
+            if front in ready:
+                drain(front, False)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + tick_every_s
+                perform(core.tick(now), now)
+    finally:
+        front.close(0)
+        workers.close(0)
+        ctx.term()
+        log.info("broker %s stopped", core.broker_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bpool.broker", description="the bpool broker")
+    parser.add_argument("--front", help="endpoint the HTTP front connects to (BPOOL_BROKER_FRONT)")
+    parser.add_argument("--workers", help="endpoint workers connect to (BPOOL_BROKER_WORKERS)")
+    parser.add_argument("--heartbeat-interval-s", type=float)
+    parser.add_argument("--heartbeat-liveness", type=int)
+    parser.add_argument("--max-queue", type=int)
+    parser.add_argument("--queue-timeout-s", type=float)
+    parser.add_argument("--cooldown-s", type=float)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = BrokerSettings.from_env()
+    overrides = {
+        "front_endpoint": args.front,
+        "worker_endpoint": args.workers,
+        "heartbeat_interval_s": args.heartbeat_interval_s,
+        "heartbeat_liveness": args.heartbeat_liveness,
+        "max_queue": args.max_queue,
+        "queue_timeout_s": args.queue_timeout_s,
+        "cooldown_s": args.cooldown_s,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if settings.heartbeat_interval_s <= 0 or settings.heartbeat_liveness < 1 or settings.max_queue < 0:
+        parser.error("heartbeat interval must be > 0, liveness >= 1, max queue >= 0")
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        run(settings, stop)
+    except zmq.ZMQError as exc:
+        log.error("broker cannot run: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
