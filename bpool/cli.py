@@ -67,11 +67,11 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     s = _settings(args)
-    proxy = supervise_live.connect(s)
-    for name, path in sorted(_generated(s).items()):
-        info = supervise_wait.proc_info(proxy, name)
-        state = (f"{info['statename']} pid {info['pid']}" if info else "supervisord not running")
-        print(f"{supervise.PROGRAM_PREFIX}{name}\t{state}\t{path}")
+    with supervise_live.connect(s) as proxy:
+        for name, path in sorted(_generated(s).items()):
+            info = supervise_wait.proc_info(proxy, name)
+            state = f"{info['statename']} pid {info['pid']}" if info else "not in supervisord"
+            print(f"{supervise.PROGRAM_PREFIX}{name}\t{state}\t{path}")
     return 0
 
 
@@ -80,42 +80,40 @@ def cmd_restart(args: argparse.Namespace) -> int:
     (wait-profile), which sees the new worker as soon as it registers."""
     import xmlrpc.client
 
-    proxy = supervise_live.connect(_settings(args))
-    if proxy is None:
-        print("bpool: supervisord is not running", file=sys.stderr)
-        return 1
     program = supervise.PROGRAM_PREFIX + args.name
-    try:
+    with supervise_live.connect(_settings(args)) as proxy:
+        if proxy is None:
+            print("bpool: supervisord is not running", file=sys.stderr)
+            return 1
         try:
-            proxy.supervisor.stopProcess(program, True)
-            print(f"{program}: stopped")
+            try:
+                proxy.supervisor.stopProcess(program, True)
+                print(f"{program}: stopped")
+            except xmlrpc.client.Fault as f:
+                if "NOT_RUNNING" not in f.faultString:
+                    raise
+            proxy.supervisor.startProcess(program, False)
+            print(f"{program}: starting")
         except xmlrpc.client.Fault as f:
-            if "NOT_RUNNING" not in f.faultString:
-                raise
-        proxy.supervisor.startProcess(program, False)
-        print(f"{program}: starting")
-    except xmlrpc.client.Fault as f:
-        print(f"bpool: {program}: {f.faultString}", file=sys.stderr)
-        return 1
+            print(f"bpool: {program}: {f.faultString}", file=sys.stderr)
+            return 1
     return 0
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    s = _settings(args)
     url = supervise_wait.health_url()
-    proxy = supervise_live.connect(s)
-    verdict = supervise_wait.wait(
-        args.name, args.timeout,
-        fetch=lambda: supervise_wait.fetch_workers(url),
-        info=lambda: supervise_wait.proc_info(proxy, args.name),
-        not_pid=args.not_pid,
-    )
-    print(f"bpool: {verdict.message}", file=sys.stdout if verdict.ok else sys.stderr)
-    if not verdict.ok:
-        tail = supervise_wait.log_tail(proxy, args.name)
-        if tail:
-            print(f"last lines of {supervise.PROGRAM_PREFIX}{args.name}'s log:\n{tail}",
-                  file=sys.stderr)
+    with supervise_live.connect(_settings(args)) as proxy:
+        verdict = supervise_wait.wait(
+            args.name, args.timeout,
+            fetch=lambda: supervise_wait.fetch_workers(url),
+            info=lambda: supervise_wait.proc_info(proxy, args.name),
+            not_pid=args.not_pid,
+        )
+        print(f"bpool: {verdict.message}", file=sys.stdout if verdict.ok else sys.stderr)
+        tail = "" if verdict.ok else supervise_wait.log_tail(proxy, args.name)
+    if tail:
+        print(f"last lines of {supervise.PROGRAM_PREFIX}{args.name}'s log:\n{tail}",
+              file=sys.stderr)
     return 0 if verdict.ok else 1
 
 

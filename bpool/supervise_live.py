@@ -13,9 +13,10 @@ import os
 import subprocess
 import sys
 import xmlrpc.client
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from supervisor.xmlrpc import SupervisorTransport
 
@@ -70,18 +71,23 @@ def write_plan(include_dir: Path, p: Plan) -> None:
 # ---------------------------------------------------------------------------- supervisord
 
 
-def connect(settings: SyncSettings) -> Any | None:
-    """An XML-RPC proxy to the running supervisord, or None when it is not running."""
+@contextmanager
+def connect(settings: SyncSettings) -> Iterator[Any | None]:
+    """An XML-RPC proxy to the running supervisord (None when it is not running); its
+    connection is closed on exit."""
     if not settings.socket.exists():
-        return None
-    url = f"unix://{settings.socket}"
-    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=SupervisorTransport(
-        None, None, serverurl=url))
+        yield None
+        return
+    transport = SupervisorTransport(None, None, serverurl=f"unix://{settings.socket}")
+    proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
     try:
-        proxy.supervisor.getState()
-    except OSError:  # a stale socket file from a supervisord that is gone
-        return None
-    return proxy
+        try:
+            proxy.supervisor.getState()
+        except OSError:  # a stale socket file from a supervisord that is gone
+            proxy = None
+        yield proxy
+    finally:
+        transport.close()
 
 
 @dataclass
@@ -156,11 +162,11 @@ def sync(settings: SyncSettings, *, render_only: bool = False, say: Say = print)
         say(f"wrote {len(p.write)} and removed {len(p.delete)} files in {settings.include_dir}")
         return status
     try:
-        proxy = connect(settings)
-        if proxy is None:
-            say(f"supervisord is not running ({settings.socket}): the programs start with it")
-            return status
-        done = apply(proxy)
+        with connect(settings) as proxy:
+            if proxy is None:
+                say(f"supervisord is not running ({settings.socket}): the programs start with it")
+                return status
+            done = apply(proxy)
     except (OSError, xmlrpc.client.Error) as exc:
         say(f"error: could not apply the change through supervisord: {exc}")
         return 2
