@@ -10,6 +10,7 @@ are taken in batches so that one busy side cannot starve the other or the clock.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import signal
 import time
@@ -73,10 +74,30 @@ def _prepare_ipc(endpoint: str) -> None:
         parent.mkdir(parents=True, exist_ok=True)
 
 
+class AlreadyRunning(Exception):
+    pass
+
+
+def _lock_endpoints(settings: BrokerSettings) -> list:
+    """Hold a lock next to each ipc socket: a second broker on the same run directory would
+    silently take the sockets over (binding ipc replaces the file) and split the pool in two."""
+    held = []
+    for ep in (settings.front_endpoint, settings.worker_endpoint):
+        if ep.startswith("ipc://"):
+            f = open(ep[len("ipc://"):] + ".lock", "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                for other in held:
+                    other.close()
+                raise AlreadyRunning(f"another broker is already bound to {ep}") from None
+            held.append(f)
+    return held
+
+
 def bind_sockets(ctx: zmq.Context, settings: BrokerSettings) -> tuple[zmq.Socket, zmq.Socket]:
     """Every endpoint the broker listens on (a CURVE/tcp worker side would be bound here too)."""
-    for ep in (settings.front_endpoint, settings.worker_endpoint):
-        _prepare_ipc(ep)
     return _zmq.router(ctx, settings.front_endpoint), _zmq.router(ctx, settings.worker_endpoint)
 
 
@@ -89,6 +110,9 @@ class _Stop:
 
 def run(settings: BrokerSettings, stop: _Stop) -> None:
     core = settings.core()
+    for ep in (settings.front_endpoint, settings.worker_endpoint):
+        _prepare_ipc(ep)
+    locks = _lock_endpoints(settings)  # released by the kernel however this process ends
     ctx = zmq.Context()
     front, workers = bind_sockets(ctx, settings)
     log.info(
@@ -104,8 +128,21 @@ def run(settings: BrokerSettings, stop: _Stop) -> None:
     tick_every_s = max(0.01, settings.heartbeat_interval_s / 4)
     poll_ms = max(1, int(tick_every_s * 1000))
     next_tick = time.monotonic()
-    NOBLOCK, Again, MsgspecError = zmq.NOBLOCK, zmq.Again, msgspec.MsgspecError
+    # Plain ints: pyzmq's flag enums cost more than the send itself on this hot path.
+    NOBLOCK, MORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
     UNREACHABLE = (zmq.EHOSTUNREACH, zmq.EAGAIN)
+    Again, MsgspecError = zmq.Again, msgspec.MsgspecError
+
+    def send(sock: zmq.Socket, ident: bytes, payload: bytes) -> bool:
+        """False if the peer is gone (EHOSTUNREACH) or so far behind that its queue is full."""
+        try:
+            sock.send(ident, MORE_NOBLOCK)  # a refusal comes here, on the routing frame
+        except zmq.ZMQError as exc:
+            if exc.errno in UNREACHABLE:
+                return False
+            raise
+        sock.send(payload, NOBLOCK)
+        return True
 
     def perform(acts: list[Action], now: float) -> None:
         i = 0
@@ -113,39 +150,30 @@ def run(settings: BrokerSettings, stop: _Stop) -> None:
             a = acts[i]
             i += 1
             if type(a) is SendWorker:
-                try:
-                    workers.send_multipart((a.identity, worker_enc.encode(a.msg)), NOBLOCK)
-                except zmq.ZMQError as exc:
-                    # Gone (EHOSTUNREACH) or so far behind that its queue is full: either way it
-                    # cannot take work now.
-                    if exc.errno in UNREACHABLE:
-                        acts.extend(core.worker_unreachable(a.identity, now))
-                    else:
-                        raise
+                if not send(workers, a.identity, worker_enc.encode(a.msg)):
+                    acts.extend(core.worker_unreachable(a.identity, now))
             else:
                 payload = a.raw if type(a) is ForwardFront else front_enc.encode(a.msg)
-                try:
-                    front.send_multipart((a.front, payload), NOBLOCK)
-                except zmq.ZMQError as exc:
-                    if exc.errno in UNREACHABLE:
-                        acts.extend(core.front_unreachable(a.front, now))
-                    else:
-                        raise
+                if not send(front, a.front, payload):
+                    acts.extend(core.front_unreachable(a.front, now))
 
     def drain(sock: zmq.Socket, is_worker: bool) -> None:
         dec = worker_dec if is_worker else front_dec
         for _ in range(BATCH):
             try:
-                frames = sock.recv_multipart(NOBLOCK)
+                ident = sock.recv(NOBLOCK)
             except Again:
                 return
+            frame = sock.recv(0, copy=False)  # a ROUTER delivers identity and body together
             now = time.monotonic()
-            ident = frames[0]
             try:
+                raw = frame.bytes
                 try:
-                    if len(frames) != 2:
-                        raise msgspec.DecodeError("a message is exactly one frame")
-                    msg = dec.decode(frames[1])
+                    if frame.more:  # a message is exactly one frame: drop the rest with it
+                        while sock.recv(0, copy=False).more:
+                            pass
+                        raise msgspec.DecodeError("multi-part message")
+                    msg = dec.decode(raw)
                 except MsgspecError:  # the peer's fault: the core counts it
                     if is_worker:
                         perform(core.on_worker_garbage(ident, now), now)
@@ -153,7 +181,7 @@ def run(settings: BrokerSettings, stop: _Stop) -> None:
                         perform(core.on_front_garbage(ident, now), now)
                     continue
                 if is_worker:
-                    perform(core.on_worker(ident, msg, frames[1], now), now)
+                    perform(core.on_worker(ident, msg, raw, now), now)
                 else:
                     perform(core.on_front(ident, msg, now), now)
             except Exception:
@@ -176,6 +204,8 @@ def run(settings: BrokerSettings, stop: _Stop) -> None:
         front.close(0)
         workers.close(0)
         ctx.term()
+        for f in locks:
+            f.close()
         log.info("broker %s stopped", core.broker_id)
 
 
@@ -211,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         run(settings, stop)
-    except zmq.ZMQError as exc:
+    except (zmq.ZMQError, AlreadyRunning, OSError) as exc:
         log.error("broker cannot run: %s", exc)
         return 1
     return 0

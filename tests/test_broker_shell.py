@@ -297,3 +297,12 @@ def test_restarted_broker_makes_workers_register_again(broker, tmp_path, started
     pool.wait_status(lambda st: [s.profile_id for s in st.workers] == ["erin"])
     pool.front.send(p.Submit("job-6", SPEC))
     assert w.expect(p.Assign)[0].job_id == "job-6"
+
+
+def test_second_broker_on_the_same_run_dir_refuses_to_start(broker, tmp_path, started):
+    proc, pool = broker
+    first_id = ping(pool, 5)
+    second = start_broker(tmp_path, started)
+    assert second.wait(20) == 1
+    assert "another broker" in (tmp_path / "broker.log").read_text()
+    assert ping(pool, 6) == first_id and proc.poll() is None
