@@ -212,6 +212,9 @@ class BrokerCore:
             "worker %s registered (pid %s, %s, models %s)",
             w.profile, msg.pid, msg.engine or "?", ",".join(sorted(w.models)) or "any",
         )
+        # Acknowledge at once: a worker repeats Ready until it hears from us, and a repeat that
+        # crossed an Assign would look like a re-registration.
+        acts.append(SendWorker(identity, Heartbeat()))
         if msg.unusable is not None:
             self._apply_account(w, msg.unusable, now)
             if w.state == "busy":  # a kind with no effect of its own: out of rotation, as asked

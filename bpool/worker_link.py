@@ -134,6 +134,7 @@ class _Link:
         self.run_task: asyncio.Task | None = None
         self.abandoned: set[str] = set()  # jobs the broker has forgotten (Disconnect / lost)
         self.dead = False
+        self.last_disconnect = 0.0
 
     # -- socket
 
@@ -215,10 +216,15 @@ class _Link:
 
     def on_message(self, msg: object) -> None:
         if isinstance(msg, Disconnect):
+            if self.stop.is_set():
+                return  # we said Goodbye: the broker has forgotten us on purpose
             log.info("broker asked to re-register (%s)", msg.reason)
             self.registered = False
             self.abandon_job()
-            self.last_send = 0.0  # re-register on the next turn of the loop, not a second later
+            now = time.monotonic()
+            if now - self.last_disconnect > self.settings.heartbeat_interval_s:
+                self.last_send = 0.0  # re-register at once, unless the broker keeps refusing us
+            self.last_disconnect = now
             return
         self.registered = True
         if isinstance(msg, Assign):
