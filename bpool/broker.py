@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 import zmq
 
-from bpool import _zmq, config, protocol
+from bpool import _zmq, config, curve, protocol
 from bpool.broker_core import Action, BrokerCore, ForwardFront, SendFront, SendWorker
 
 __all__ = ["BrokerCore", "BrokerSettings", "ForwardFront", "SendFront", "SendWorker", "main", "run"]
@@ -39,6 +39,8 @@ class BrokerSettings:
     max_queue: int = 256
     queue_timeout_s: float = 60.0
     cooldown_s: float = 60.0
+    tcp_endpoint: str = ""  # extra worker endpoint for other hosts, CURVE only
+    curve_dir: str = ""
 
     @classmethod
     def from_env(cls) -> BrokerSettings:
@@ -51,6 +53,8 @@ class BrokerSettings:
             max_queue=config.env_int("BPOOL_MAX_QUEUE", 256),
             queue_timeout_s=config.env_float("BPOOL_QUEUE_TIMEOUT_S", 60.0),
             cooldown_s=config.env_float("BPOOL_COOLDOWN_S", 60.0),
+            tcp_endpoint=config.env_str("BPOOL_BROKER_TCP", ""),
+            curve_dir=str(curve.curve_dir()),
         )
 
     def core(self) -> BrokerCore:
@@ -96,9 +100,21 @@ def _lock_endpoints(settings: BrokerSettings) -> list:
     return held
 
 
-def bind_sockets(ctx: zmq.Context, settings: BrokerSettings) -> tuple[zmq.Socket, zmq.Socket]:
-    """Every endpoint the broker listens on (a CURVE/tcp worker side would be bound here too)."""
-    return _zmq.router(ctx, settings.front_endpoint), _zmq.router(ctx, settings.worker_endpoint)
+def bind_sockets(
+    ctx: zmq.Context, settings: BrokerSettings
+) -> tuple[zmq.Socket, zmq.Socket, curve.CurveServer | None]:
+    """Every endpoint the broker listens on. Workers on other hosts reach the same worker ROUTER
+    over tcp, and only with CURVE: libzmq copies socket options at bind time, so the CURVE
+    server options set after the ipc bind apply to the tcp endpoint alone."""
+    front = _zmq.router(ctx, settings.front_endpoint)
+    workers = _zmq.router(ctx, settings.worker_endpoint)
+    server = None
+    if settings.tcp_endpoint:
+        server = curve.CurveServer.load(Path(settings.curve_dir))
+        server.start(ctx)
+        server.apply(workers)
+        workers.bind(settings.tcp_endpoint)
+    return front, workers, server
 
 
 class _Stop:
@@ -114,10 +130,11 @@ def run(settings: BrokerSettings, stop: _Stop) -> None:
         _prepare_ipc(ep)
     locks = _lock_endpoints(settings)  # released by the kernel however this process ends
     ctx = zmq.Context()
-    front, workers = bind_sockets(ctx, settings)
+    front, workers, curve_server = bind_sockets(ctx, settings)
     log.info(
-        "broker %s listening: front %s, workers %s",
+        "broker %s listening: front %s, workers %s%s",
         core.broker_id, settings.front_endpoint, settings.worker_endpoint,
+        f" and {settings.tcp_endpoint} (CURVE)" if curve_server else "",
     )
     front_enc, worker_enc = protocol.encoder(), protocol.encoder()
     front_dec = protocol.decoder(protocol.FrontToBroker)
@@ -203,6 +220,8 @@ def run(settings: BrokerSettings, stop: _Stop) -> None:
     finally:
         front.close(0)
         workers.close(0)
+        if curve_server is not None:
+            curve_server.stop()
         ctx.term()
         for f in locks:
             f.close()
@@ -244,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except (zmq.ZMQError, AlreadyRunning, OSError) as exc:
         log.error("broker cannot run: %s", exc)
         return 1
+    except curve.CurveError as exc:
+        log.error("broker cannot listen on tcp: %s", exc)
+        return 78  # a configuration error: supervisord should not retry it forever
     return 0
 
 
