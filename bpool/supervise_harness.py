@@ -328,16 +328,17 @@ async def stream_chat(base_url: str, prompt: str, *, model: str = "gemini-2.5-fl
 
 
 async def steady_load(base_url: str, clients: int, stop: asyncio.Event, prompt: str = "hi",
-                      **kw: Any) -> list[ChatResult]:
+                      results: list[ChatResult] | None = None, **kw: Any) -> list[ChatResult]:
     """`clients` concurrent streamed requests, each client starting its next one as soon as the
-    last ended, until `stop` is set. Returns every result (failed ones included)."""
-    results: list[ChatResult] = []
+    last ended, until `stop` is set. Every result (failed ones included) is appended to
+    `results` as it ends, so a caller can watch progress; the list is also returned."""
+    out: list[ChatResult] = [] if results is None else results
 
     async def client(i: int) -> None:
         n = 0
         while not stop.is_set():
-            results.append(await stream_chat(base_url, f"{prompt} [{i}.{n}]", **kw))
+            out.append(await stream_chat(base_url, f"{prompt} [{i}.{n}]", **kw))
             n += 1
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return results
+    return out

@@ -9,6 +9,7 @@ and a profile whose file did not change keeps its worker running.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -142,6 +143,16 @@ def sync(settings: SyncSettings, *, render_only: bool = False, say: Say = print)
     """Exit status: 0 all profiles applied, 1 some refused or failed (the rest applied),
     2 nothing could be done."""
     prepare_dirs(settings)
+    # Two syncs at once (an operator and a script) would apply each other's half-written state.
+    fd = os.open(settings.include_dir / ".sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _sync_locked(settings, render_only, say)
+    finally:
+        os.close(fd)
+
+
+def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
     found: Discovery = discover(settings, check_profile)
     if found.demo and not candidates(settings.demo_dir):
         make_demo_profiles(settings)
