@@ -135,6 +135,8 @@ class _Link:
         self.abandoned: set[str] = set()  # jobs the broker has forgotten (Disconnect / lost)
         self.dead = False
         self.last_disconnect = 0.0
+        self.readable = asyncio.Event()
+        self.fd = -1
 
     # -- socket
 
@@ -145,12 +147,17 @@ class _Link:
         setup = (lambda sock: curve.apply_client(sock, keys)) if keys else None
         self.sock = _zmq.dealer(self.ctx, self.settings.endpoint, identity=ident, setup=setup)
         self.raw = zmq.Socket.shadow(self.sock.underlying)
+        # Wake on the socket's own fd instead of zmq.asyncio's poll(): it is edge-triggered, so
+        # the loop always drains until EAGAIN and re-checks EVENTS before it sleeps.
+        self.fd = self.raw.getsockopt(zmq.FD)
+        asyncio.get_running_loop().add_reader(self.fd, self.readable.set)
         self.registered = False
         self.last_recv = time.monotonic()
         self.last_send = 0.0
 
     def close(self) -> None:
         if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.fd)
             self.sock.close(linger=0)
             self.sock = self.raw = None
 
@@ -160,8 +167,30 @@ class _Link:
         try:
             self.raw.send(self.enc.encode(msg), zmq.NOBLOCK)
             self.last_send = time.monotonic()
+            if self.raw.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.readable.set()  # a send can swallow the fd's edge for pending input
         except zmq.Again:
             pass  # no live connection to the broker: liveness will notice and reconnect
+
+    def recv_all(self):
+        assert self.raw is not None
+        while True:
+            try:
+                frame = self.raw.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.last_recv = time.monotonic()
+            yield frame
+
+    async def wait_readable(self, timeout_s: float) -> None:
+        self.readable.clear()
+        if self.raw is None or self.raw.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return
+        timer = asyncio.get_running_loop().call_later(timeout_s, self.readable.set)
+        try:
+            await self.readable.wait()
+        finally:
+            timer.cancel()
 
     def send_ready(self) -> None:
         b = self.backend
@@ -247,7 +276,7 @@ class _Link:
         s = self.settings
         self.open()
         stopping_since: float | None = None
-        poll_ms = max(1, int(s.heartbeat_interval_s * 250))
+        wait_s = s.heartbeat_interval_s / 4
         while True:
             now = time.monotonic()
             if self.dead:
@@ -279,20 +308,15 @@ class _Link:
                         self.send_ready()
                 elif s.send_heartbeats:
                     self.send(Heartbeat())
-            assert self.sock is not None
-            if await self.sock.poll(poll_ms, zmq.POLLIN):
-                while True:
-                    try:
-                        frame = self.raw.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.last_recv = time.monotonic()
-                    try:
-                        msg = self.dec.decode(frame)
-                    except Exception:
-                        log.warning("undecodable frame from the broker dropped")
-                        continue
-                    self.on_message(msg)
+            for frame in self.recv_all():
+                try:
+                    msg = self.dec.decode(frame)
+                except Exception:
+                    log.warning("undecodable frame from the broker dropped")
+                    continue
+                self.on_message(msg)
+            if not self.stop.is_set() or self.job is not None:
+                await self.wait_readable(wait_s)
 
     async def shutdown(self) -> None:
         for task in (self.run_task, self.job_task):
