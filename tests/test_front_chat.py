@@ -30,15 +30,21 @@ def settings_for(tmp_path: Path, **kw: Any) -> FrontSettings:
     return FrontSettings(**base)  # type: ignore[arg-type]
 
 
+async def start_front(aiohttp_client: Any, app: web.Application,
+                      broker: ScriptedBroker) -> Any:
+    client = await aiohttp_client(app)
+    # The front's first Ping shows that its DEALER is connected (and tells the scripted broker
+    # who the front is); before that a request would get "no broker connected".
+    for _ in range(200):
+        if broker.front is not None:
+            return client
+        await asyncio.sleep(0.02)
+    raise AssertionError("the front never connected to the scripted broker")
+
+
 @pytest.fixture
 async def front(aiohttp_client: Any, tmp_path: Path, scripted_broker: ScriptedBroker) -> Any:
-    client = await aiohttp_client(make_app(settings_for(tmp_path)))
-    # The first Ping tells the scripted broker who the front is.
-    for _ in range(100):
-        if scripted_broker.front is not None:
-            break
-        await asyncio.sleep(0.02)
-    return client
+    return await start_front(aiohttp_client, make_app(settings_for(tmp_path)), scripted_broker)
 
 
 def worker(profile: str, state: str, models: tuple[str, ...] = ()) -> WorkerStatus:
@@ -175,7 +181,8 @@ async def test_queue_wait_is_bounded(
     aiohttp_client: Any, tmp_path: Path, scripted_broker: ScriptedBroker
 ) -> None:
     # The broker never assigns: the front gives up after queue timeout + margin, and cancels.
-    client = await aiohttp_client(make_app(settings_for(tmp_path, queue_timeout_s=0.2)))
+    app = make_app(settings_for(tmp_path, queue_timeout_s=0.2))
+    client = await start_front(aiohttp_client, app, scripted_broker)
     t0 = time.monotonic()
     resp = await client.post("/v1/chat/completions", json=chat_body())
     assert resp.status == 503
@@ -264,7 +271,7 @@ async def test_unexpected_exception_is_a_500_without_traceback(
         raise RuntimeError("secret internals")
 
     app.router.add_get("/boom", boom)
-    client = await aiohttp_client(app)
+    client = await start_front(aiohttp_client, app, scripted_broker)
     resp = await client.get("/boom")
     assert resp.status == 500
     text = await resp.text()

@@ -50,7 +50,10 @@ class BrokerWatch:
 
 
 def error_of(info: ErrorInfo) -> ApiError:
-    return ApiError(info.status, info.message, code=info.kind, retry_after_s=info.retry_after_s)
+    retry = info.retry_after_s
+    if retry is None and info.status in (429, 503):
+        retry = 1.0  # "try again later" statuses always tell the client when
+    return ApiError(info.status, info.message, code=info.kind, retry_after_s=retry)
 
 
 class BrokerLink:
@@ -78,7 +81,8 @@ class BrokerLink:
 
     async def start(self) -> None:
         self._ctx = zmq.asyncio.Context()
-        self._sock = _zmq.dealer(self._ctx, self.endpoint, _zmq.new_identity(f"front-{os.getpid()}"))
+        identity = _zmq.new_identity(f"front-{os.getpid()}")
+        self._sock = _zmq.dealer(self._ctx, self.endpoint, identity)
         self._tasks = [asyncio.create_task(self._reader(), name="broker-reader"),
                        asyncio.create_task(self._pinger(), name="broker-pinger")]
 
