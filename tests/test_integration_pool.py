@@ -133,3 +133,17 @@ async def test_stream_through_the_pool(make_pool: PoolFactory,
     assert events[-2]["choices"][0]["finish_reason"] == "length"
     [job] = records(pool)
     assert job["max_tokens"] == 3
+
+
+async def test_sigterm_drains_the_current_job(make_pool: PoolFactory,
+                                              http: aiohttp.ClientSession) -> None:
+    pool = make_pool(["a"], worker_args=["--chunks", "10", "--chunk-interval-s", "0.15"])
+    call = asyncio.create_task(chat(http, pool, "finish me"))
+    await pool.await_states({"a": "busy"}, timeout_s=5)
+    code = await asyncio.to_thread(pool.terminate, "worker-a")
+    assert code == 0
+    status, headers, body = await call
+    assert status == 200 and headers["x-bpool-profile"] == "a"
+    assert body["choices"][0]["message"]["content"] == "fake answer from a to: finish me"
+    await pool.await_health(lambda b: not b["workers"], what="a gone after its Goodbye")
+    assert await asyncio.to_thread(pool.terminate, "front") == 0
