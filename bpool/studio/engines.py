@@ -190,9 +190,23 @@ class LaunchedBrowser:
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the browser closes
     _killed: bool = False
 
+    watched: tuple[int, ...] = ()  # the Playwright driver and the browser's main process
+    _monitor: asyncio.Task | None = None
+
     def __post_init__(self) -> None:
         self.context.on("close", lambda *_: self.gone.set())
         atexit.register(self.kill)
+        self._monitor = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        # Playwright reports a browser that exits, but not a driver that dies; a dead driver
+        # would leave every later call hanging or failing obscurely. Poll both.
+        while not self.gone.is_set():
+            if any(not procs.alive(p) for p in self.watched):
+                log.error("browser or driver process exited")
+                self.gone.set()
+                return
+            await asyncio.sleep(0.5)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close politely within the timeout, then make sure nothing is left."""
@@ -214,6 +228,8 @@ class LaunchedBrowser:
             return
         self._killed = True
         self.gone.set()
+        if self._monitor is not None:
+            self._monitor.cancel()
         killed = procs.kill_tagged(self.dirs.tag)
         if killed:
             log.info("killed %d browser processes", len(killed))
@@ -323,9 +339,13 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
         procs.kill_tagged(dirs.tag)
         lock.release()
         raise
-    browser = LaunchedBrowser(choice.engine, ctx, pw, dirs, lock)
     pids = procs.find_tagged(dirs.tag)
     own = os.getpgrp()
-    lock.record([g for g in map(procs.pgid_of, pids) if g is not None and g != own])
+    stats = {p: st for p in pids if (st := procs.proc_stat(p)) is not None}
+    drivers = {p for p, st in stats.items() if st[2] == own}
+    mains = {p for p, st in stats.items() if st[1] in drivers and st[2] == p}
+    browser = LaunchedBrowser(choice.engine, ctx, pw, dirs, lock,
+                              watched=tuple(sorted(drivers | mains)))
+    lock.record(sorted({st[2] for st in stats.values() if st[2] != own}))
     log.info("%s started (%d processes)", choice.engine, len(pids))
     return browser

@@ -52,6 +52,22 @@ def pgid_of(pid: int) -> int | None:
         return None
 
 
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgid) from /proc/<pid>/stat, or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()  # the command name may contain spaces
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def alive(pid: int) -> bool:
+    st = proc_stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
 def kill_tagged(tag: str) -> list[int]:
     """SIGKILL every process tagged `tag` and the process groups they lead; returns the pids."""
     pids = find_tagged(tag)

@@ -290,13 +290,14 @@ def parse_error_body(body: str) -> ErrorStatus | None:
     return None
 
 
-def parse_model_list(body: str) -> list[str]:
-    """Model ids (without `models/`) from a ListModels body; [] when it has another shape."""
+def parse_models(body: str) -> list[tuple[str, str]]:
+    """(id, display name) per ListModels entry (`[0]` = "models/<id>", `[3]` = display name);
+    [] when the body has another shape."""
     try:
         data = json.loads(strip_xssi(body))
     except ValueError:
         return []
-    ids: list[str] = []
+    found: dict[str, str] = {}
 
     def walk(node: Any, depth: int) -> None:
         # The entries sit one or two arrays deep depending on the page version.
@@ -304,10 +305,16 @@ def parse_model_list(body: str) -> list[str]:
             return
         first = _at(node, 0)
         if isinstance(first, str) and first.startswith("models/"):
-            ids.append(first[len("models/"):])
+            display = _at(node, 3)
+            found.setdefault(first[len("models/"):], display if isinstance(display, str) else "")
             return
         for child in node:
             walk(child, depth + 1)
 
     walk(data, 0)
-    return list(dict.fromkeys(ids))
+    return list(found.items())
+
+
+def parse_model_list(body: str) -> list[str]:
+    """Model ids (without `models/`) from a ListModels body."""
+    return [mid for mid, _ in parse_models(body)]

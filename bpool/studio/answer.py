@@ -1,0 +1,109 @@
+"""Reading one answer from the tapped GenerateContent response while it streams.
+
+Pieces come from tap.js in order; the parser turns them into events as soon as each chunk of the
+growing array is complete: text → `emit(content=...)`, thoughts → `emit(reasoning=...)`, usage and
+the finish marker are kept for `Done`. A non-2xx status is classified (quota, logged out, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from bpool.protocol import Usage
+from bpool.studio.outcomes import BrowserGone, Cooldowns, StepError, http_problem
+from bpool.studio.stream_parser import (Finish, FunctionCall, StreamFormatError, StreamParser,
+                                        TextDelta, ThoughtDelta, UsageInfo, parse_error_body)
+from bpool.studio.tap import TapStream
+
+log = logging.getLogger("bpool.driver")
+STEP = "read answer"
+
+Emit = Callable[..., None]  # emit(content=..., reasoning=...)
+
+
+@dataclass(frozen=True)
+class AnswerLimits:
+    first_chunk_s: float  # request sent → first body piece
+    idle_s: float  # silence between pieces
+    total_s: float  # the whole answer
+    quota_phrases: tuple[str, ...]
+    cooldowns: Cooldowns
+
+
+async def read_answer(stream: TapStream, emit: Emit, limits: AnswerLimits) -> tuple[str, Usage | None]:
+    """Stream one answer through `emit`; returns (finish_reason, usage). Raises StepError
+    (kind "timeout" when the page went quiet, "site" when the stream broke, or what the HTTP
+    status says) or BrowserGone."""
+    parser = StreamParser()
+    started = time.monotonic()
+    finish: Finish | None = None
+    usage: UsageInfo | None = None
+    tool_calls = 0
+    got_data = False
+    while True:
+        wait = limits.idle_s if got_data else limits.first_chunk_s
+        wait = max(0.0, min(wait, limits.total_s - (time.monotonic() - started)))
+        try:
+            piece = await stream.next(wait)
+        except asyncio.TimeoutError:
+            raise StepError(STEP, f"no answer data for {wait:.0f}s", "timeout") from None
+        if piece.event == "gone":
+            raise BrowserGone(f"{STEP}: the page closed")
+        if piece.event == "start":
+            if not 200 <= (piece.status or 0) < 300:
+                raise await _http_error(stream, piece.status or 0, limits)
+            continue
+        if piece.event == "data":
+            got_data = True
+            try:
+                events = parser.feed(piece.data)
+            except StreamFormatError as exc:
+                raise StepError(STEP, f"unexpected answer format: {exc}") from None
+            for ev in events:
+                if isinstance(ev, TextDelta):
+                    emit(content=ev.text)
+                elif isinstance(ev, ThoughtDelta):
+                    emit(reasoning=ev.text)
+                elif isinstance(ev, UsageInfo):
+                    usage = ev
+                elif isinstance(ev, Finish):
+                    finish = ev
+                elif isinstance(ev, FunctionCall):
+                    tool_calls += 1
+            continue
+        if piece.event == "error" or not parser.complete:
+            why = piece.message or "the body ended early"
+            raise StepError(STEP, f"the answer stream broke ({why})")
+        break
+    if tool_calls:
+        log.info("answer held %d function calls (not forwarded)", tool_calls)
+    reason = "tool_calls" if tool_calls else (finish.reason if finish else "stop")
+    return reason, to_usage(usage)
+
+
+async def _http_error(stream: TapStream, status: int, limits: AnswerLimits) -> StepError:
+    body: list[str] = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        async with asyncio.timeout(5):  # error bodies are tiny; do not wait on a hung one
+            while True:
+                piece = await stream.next(None)
+                if piece.event != "data":
+                    break
+                body.append(piece.data)
+    status_info = parse_error_body("".join(body))
+    message = status_info.message if status_info else "".join(body)[:200]
+    kind, text, retry = http_problem(status, message, limits.quota_phrases, limits.cooldowns)
+    return StepError(STEP, f"GenerateContent answered {text}", kind, retry)
+
+
+def to_usage(u: UsageInfo | None) -> Usage | None:
+    if u is None:
+        return None
+    # OpenAI counts reasoning inside completion_tokens; the page's total includes it too.
+    completion = max(u.candidates_tokens, u.total_tokens - u.prompt_tokens)
+    return Usage(u.prompt_tokens, completion, u.total_tokens, u.reasoning_tokens)

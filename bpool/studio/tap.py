@@ -1,0 +1,174 @@
+"""The Python end of tap.js: response pieces of the page's own RPCs, per request, in order.
+
+tap.js posts `{id, seq, kind, event, ...}` messages through an exposed binding. `Tap.on_message`
+(the binding callback) files them per request id, restores `seq` order, and hands each
+GenerateContent request to the driver as a `TapStream` it can iterate while the answer streams.
+ListModels bodies are kept whole: the latest one is the account's model list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bpool.tap")
+
+TAP_JS = Path(__file__).with_name("tap.js")
+_CONFIG_MARK = "/*BPOOL_TAP_CONFIG*/"
+MAX_TRACKED = 64  # old requests the page never finished are forgotten past this
+
+
+def tap_script(binding: str, generate_marker: str, models_marker: str) -> str:
+    """tap.js with the binding name and URL markers of the driver's table."""
+    source = TAP_JS.read_text(encoding="utf-8")
+    head, sep, tail = source.rpartition(_CONFIG_MARK)
+    if not sep:
+        raise RuntimeError(f"{TAP_JS} lost its {_CONFIG_MARK} marker")
+    end = tail.index("});")  # the default config object ends the file: `{...});`
+    config = json.dumps({"binding": binding, "patterns": [generate_marker, models_marker]})
+    return head + config + tail[end + 1:]
+
+
+class TapClosed(Exception):
+    """The page went away: no more pieces will come."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    event: str  # "start" | "data" | "end" | "error" | "gone" (the page closed)
+    data: str = ""
+    status: int | None = None
+    message: str = ""
+
+
+@dataclass
+class TapStream:
+    """One tapped request. Iterate `next()` for its pieces; `status` is set once it started."""
+
+    id: str
+    kind: str
+    url: str
+    status: int | None = None
+    done: bool = False
+    _queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    _next_seq: int = 0
+    _held: dict = field(default_factory=dict)
+    text: list = field(default_factory=list)  # kept only for ListModels
+
+    async def next(self, timeout_s: float | None) -> Piece:
+        """The next piece; asyncio.TimeoutError when none arrives in time."""
+        return await asyncio.wait_for(self._queue.get(), timeout_s)
+
+
+class Tap:
+    def __init__(self, generate_marker: str, models_marker: str):
+        self.generate_marker = generate_marker
+        self.models_marker = models_marker
+        self._streams: dict[str, TapStream] = {}
+        self._new: asyncio.Queue[TapStream | None] = asyncio.Queue()
+        self.models_body: str | None = None
+        self.models_changed = asyncio.Event()
+        self.bad_messages = 0
+        self.closed = False
+
+    # -- binding callback (Playwright calls it with the frame source first)
+
+    def on_message(self, _source: Any, msg: Any) -> None:
+        try:
+            self._on_message(msg)
+        except Exception:  # a malformed message must not break Playwright's dispatch
+            self.bad_messages += 1
+            log.debug("bad tap message dropped", exc_info=True)
+
+    def _on_message(self, msg: Any) -> None:
+        if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
+            self.bad_messages += 1
+            return
+        sid, seq = msg["id"], msg.get("seq")
+        if not isinstance(seq, int):
+            self.bad_messages += 1
+            return
+        stream = self._streams.get(sid)
+        if stream is None:
+            if seq != 0 or msg.get("event") != "open":
+                return  # a request older than our bookkeeping: nothing to do with it
+            kind = str(msg.get("kind", ""))
+            stream = TapStream(sid, kind, str(msg.get("url", "")))
+            stream._next_seq = 1
+            self._streams[sid] = stream
+            self._forget_old()
+            if kind == self.generate_marker:
+                self._new.put_nowait(stream)
+            return
+        stream._held[seq] = msg
+        while stream._next_seq in stream._held:
+            self._apply(stream, stream._held.pop(stream._next_seq))
+            stream._next_seq += 1
+
+    def _apply(self, stream: TapStream, msg: dict) -> None:
+        event = msg.get("event")
+        if event == "start":
+            status = msg.get("status")
+            stream.status = status if isinstance(status, int) else 0
+            piece = Piece("start", status=stream.status)
+        elif event == "data":
+            data = msg.get("data")
+            piece = Piece("data", data=data if isinstance(data, str) else "")
+        elif event in ("end", "error"):
+            stream.done = True
+            piece = Piece(event, message=str(msg.get("message", "")))
+        else:
+            self.bad_messages += 1
+            return
+        if stream.kind == self.models_marker:
+            self._collect_models(stream, piece)
+        else:
+            stream._queue.put_nowait(piece)
+        if stream.done:
+            self._streams.pop(stream.id, None)
+
+    def _collect_models(self, stream: TapStream, piece: Piece) -> None:
+        if piece.event == "data":
+            stream.text.append(piece.data)
+        elif piece.event == "end" and stream.status is not None and 200 <= stream.status < 300:
+            self.models_body = "".join(stream.text)
+            self.models_changed.set()
+
+    def _forget_old(self) -> None:
+        while len(self._streams) > MAX_TRACKED:
+            oldest = next(iter(self._streams))
+            self._streams.pop(oldest)
+
+    # -- driver side
+
+    def discard_pending(self) -> int:
+        """Forget GenerateContent requests nobody waited for (e.g. from a cancelled job)."""
+        n = 0
+        while not self._new.empty():
+            self._new.get_nowait()
+            n += 1
+        return n
+
+    async def next_generate(self, timeout_s: float) -> TapStream:
+        """The next GenerateContent request the page sends; asyncio.TimeoutError if none,
+        TapClosed if the page went away."""
+        if self.closed:
+            raise TapClosed()
+        stream = await asyncio.wait_for(self._new.get(), timeout_s)
+        if stream is None:
+            raise TapClosed()
+        return stream
+
+    def close(self) -> None:
+        """The page is gone: wake everyone waiting with a "gone" piece."""
+        if self.closed:
+            return
+        self.closed = True
+        for stream in self._streams.values():
+            stream._queue.put_nowait(Piece("gone"))
+        self._streams.clear()
+        self._new.put_nowait(None)
