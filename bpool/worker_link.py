@@ -10,6 +10,7 @@ before `Idle`, and drain + `Goodbye` on stop.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -77,12 +78,14 @@ class LinkSettings:
     drain_timeout_s: float = 30.0
     send_heartbeats: bool = True
     curve_keys: tuple[bytes, bytes, bytes] | None = None  # for tcp:// brokers on other hosts
+    timings_path: str = ""  # BPOOL_TIMINGS_FILE: one JSON line of phase times per job (benchmarks)
 
     @classmethod
     def from_env(cls) -> "LinkSettings":
         return cls(
             endpoint=config.worker_endpoint(),
             curve_keys=curve.client_keys_from_env(),
+            timings_path=config.env_str("BPOOL_TIMINGS_FILE", ""),
             heartbeat_interval_s=config.heartbeat_interval_s(),
             heartbeat_liveness=config.heartbeat_liveness(),
             drain_timeout_s=config.env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
@@ -99,11 +102,15 @@ class Job:
         self.started = False
         self._link = link
         self._seq = 0
+        # Monotonic phase times (the clock is shared by every process on the host).
+        self.t_received = time.monotonic()
+        self.t_started = self.t_first = self.t_last = 0.0
 
     def start(self) -> None:
         """Acknowledge the job: from here on the broker will never replay it elsewhere."""
         if not self.started:
             self.started = True
+            self.t_started = time.monotonic()
             self._link.send(Started(self.id))
 
     def emit(self, content: str = "", reasoning: str = "") -> None:
@@ -111,6 +118,9 @@ class Job:
             return
         self.start()
         self.output_sent = True
+        self.t_last = time.monotonic()
+        if not self.t_first:
+            self.t_first = self.t_last
         self._link.send(Chunk(self.id, self._seq, content, reasoning))
         self._seq += 1
 
@@ -242,6 +252,15 @@ class _Link:
         self.run_task = None
         if not self.dead and self.registered:
             self.send(Idle())
+        if self.settings.timings_path:
+            self.write_timings(job, type(reply).__name__)
+
+    def write_timings(self, job: Job, outcome: str) -> None:
+        line = {"profile": self.backend.profile_id, "job_id": job.id, "outcome": outcome,
+                "received": job.t_received, "started": job.t_started, "first_chunk": job.t_first,
+                "last_chunk": job.t_last, "idle": time.monotonic()}
+        with open(self.settings.timings_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
 
     def on_message(self, msg: object) -> None:
         if isinstance(msg, Disconnect):

@@ -238,3 +238,19 @@ async def test_cancel_right_behind_assign_is_not_lost(broker, endpoint):
     assert isinstance(idle, p.Idle)
     stop.set()
     assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_timings_file_records_phases_in_order(broker, endpoint, tmp_path):
+    path = tmp_path / "timings.jsonl"
+    backend = ScriptedBackend(chunks=2)
+    stop, task = await start(backend, endpoint, timings_path=str(path))
+    ident, _ = await broker.recv()
+    await broker.send(ident, p.Assign("j1", SPEC))
+    while not isinstance((await broker.recv())[1], p.Idle):
+        pass
+    stop.set()
+    assert await asyncio.wait_for(task, 5) == 0
+    import json
+    (line,) = [json.loads(x) for x in path.read_text().splitlines()]
+    assert (line["job_id"], line["outcome"]) == ("j1", "Done")
+    assert 0 < line["received"] <= line["started"] <= line["first_chunk"] <= line["last_chunk"] <= line["idle"]
