@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     core = sub.add_parser("core", help="floor vs broker vs full HTTP path vs streaming relay")
     core.add_argument("--n", type=int, default=2000, help="sequential requests per stage")
     core.add_argument("--seconds", type=int, default=10, help="duration of each load run")
+    br = sub.add_parser("browser", help="real Chromium workers against the simulator")
+    br.add_argument("--requests", type=int, default=30)
+    br.add_argument("--rounds", type=int, default=6, help="scaling: requests per browser")
     sub.add_parser("_echo").add_argument("endpoint")
     w = sub.add_parser("_worker")
     for name in ("endpoint", "profile", "chunks", "interval_s"):
@@ -47,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_hello":
         return c.hello_server(args.port)
     print(f"machine: {_machine()}")
+    if args.cmd == "browser":
+        from bpool.bench import browser
+
+        return browser.main(args.requests, rounds=args.rounds)
     rows = c.run_core(args.n, args.seconds)
     c.print_table(rows)
     floor, relay, broker, _, full, stream = rows

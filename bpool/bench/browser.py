@@ -1,0 +1,188 @@
+"""`python -m bpool.bench browser`: real Chromium workers against the studio simulator.
+
+1. overhead   per request, from the workers' own phase times (BPOOL_TIMINGS_FILE):
+              job received -> prompt submitted, and last token -> idle again (page reset)
+2. ttft       time to first token seen by an HTTP client, minus the simulator's own time to first
+              byte for the same request (its /__sim/stats): what bpool adds
+3. memory     PSS of each browser worker: its Python process plus every browser process under it
+4. scaling    the simulator answers in a fixed 2 s; N = 1, 2, 4 browsers under 2N concurrent
+              clients; requests/s against the ideal N / 2
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bpool.bench.procs import percentile
+from bpool.testing.pool import Pool
+
+PROMPT = "Tell me about queues."
+
+
+def _post_stream(port: int, prompt: str = PROMPT) -> tuple[float, float, str]:
+    """One streamed chat request; (seconds to first content chunk, total seconds, profile)."""
+    body = json.dumps({"model": "gemini-2.5-flash", "stream": True,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    t0 = time.monotonic()
+    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    first = None
+    for line in resp:
+        if line.startswith(b"data: [DONE]"):
+            break
+        if first is None and line.startswith(b"data: ") and b'"content":"' in line \
+                and b'"content":""' not in line:
+            first = time.monotonic() - t0
+    total = time.monotonic() - t0
+    conn.close()
+    return first or total, total, resp.headers.get("x-bpool-profile", "")
+
+
+def _sim_stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/__sim/stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in open(f"/proc/{pid}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+class SimPool:
+    """Broker + front + simulator + N browser workers, each profile its own sim account."""
+
+    def __init__(self, base: Path, n: int, sim_args: list[str], timings: Path | None = None):
+        self.pool = Pool(base, env={"BPOOL_QUEUE_TIMEOUT_S": "300", "BPOOL_BROWSER": "chromium"})
+        self.n = n
+        sim_dir = self.pool.run_dir / "sim"
+        env = {"BPOOL_SIM_DIR": str(sim_dir)}
+        cookies = base / "cookies"
+        names = ",".join(f"acct{i}" for i in range(n))
+        self.pool.start_module("make-profiles", "bpool.sim", "make-profiles", "--out", str(cookies),
+                               "--names", names, env=env)
+        self.pool.wait_until(lambda: self.pool["make-profiles"].returncode == 0, 30,
+                             "demo profiles")
+        self.pool.start_module("sim", "bpool.sim", "serve", "--port", "0", *sim_args, env=env)
+        url_file = sim_dir / "url"
+        self.url = self.pool.wait_until(
+            lambda: url_file.read_text().strip() if url_file.exists() else None, 30, "sim url")
+        self.pool.start_broker()
+        self.pool.start_front()
+        wenv = {"BPOOL_STUDIO_URL": self.url, **({"BPOOL_TIMINGS_FILE": str(timings)} if timings else {})}
+        for i in range(n):
+            self.pool.start_module(f"browser-acct{i}", "bpool.browser_proc", "--profile",
+                                   str(cookies / f"acct{i}.json"), env=wenv)
+        self.pool.wait_idle(n, timeout_s=120)
+
+    def memory_kb(self) -> list[int]:
+        return [sum(_pss_kb(p) for p in _descendants(self.pool[f"browser-acct{i}"].pid))
+                for i in range(self.n)]
+
+    def close(self) -> None:
+        for i in range(self.n):  # graceful: the worker closes its own browser
+            try:
+                self.pool.terminate(f"browser-acct{i}", timeout_s=30)
+            except Exception:
+                pass
+        self.pool.close()
+
+
+def measure_overhead(base: Path, requests: int) -> dict:
+    timings = base / "timings.jsonl"
+    sp = SimPool(base, 2, ["--tokens-per-s", "0", "--first-token-s", "0.2"], timings)
+    try:
+        _post_stream(sp.pool.port)  # warm-up: first model selection, first page render
+        before = len(_sim_stats(sp.url)["requests"])
+        client_ttft = [_post_stream(sp.pool.port)[0] for _ in range(requests)]
+        records = _sim_stats(sp.url)["requests"][before:]
+        memory = sp.memory_kb()
+    finally:
+        sp.close()
+    jobs = [json.loads(x) for x in timings.read_text().splitlines()][1:]
+    submit = [j["started"] - j["received"] for j in jobs if j["started"]]
+    idle = [j["idle"] - j["last_chunk"] for j in jobs if j["last_chunk"]]
+    sim_ttft = [r["first_byte"] - r["start"] for r in records if r.get("first_byte")]
+    return {
+        "submit": submit, "idle": idle, "client_ttft": client_ttft, "sim_ttft": sim_ttft,
+        "memory_kb": memory,
+    }
+
+
+def measure_scaling(base: Path, n: int, answer_s: float, rounds: int) -> dict:
+    sp = SimPool(base, n, ["--answer-s", str(answer_s), "--first-token-s", "0.2"])
+    try:
+        _post_stream(sp.pool.port)
+        total = rounds * n
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2 * n) as ex:
+            results = list(ex.map(lambda _: _post_stream(sp.pool.port), range(total)))
+        elapsed = time.monotonic() - t0
+    finally:
+        sp.close()
+    rps = total / elapsed
+    ideal = n / answer_s
+    return {"n": n, "requests": total, "elapsed_s": elapsed, "rps": rps, "ideal": ideal,
+            "efficiency": rps / ideal, "profiles": sorted({r[2] for r in results})}
+
+
+def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 2.0,
+         rounds: int = 6) -> int:
+    with tempfile.TemporaryDirectory(prefix="bpool-bench-browser-") as tmp:
+        o = measure_overhead(Path(tmp) / "overhead", requests)
+        ms = lambda xs, q: percentile(xs, q) * 1e3  # noqa: E731
+        print(f"browser overhead per request ({len(o['submit'])} requests, 2 Chromium workers):")
+        print(f"  job received -> prompt submitted   p50 {ms(o['submit'], 50):7.1f} ms  "
+              f"p99 {ms(o['submit'], 99):7.1f} ms  (target <= 150 ms)")
+        print(f"  last token -> idle again (reset)   p50 {ms(o['idle'], 50):7.1f} ms  "
+              f"p99 {ms(o['idle'], 99):7.1f} ms  (target <= 300 ms)")
+        added = percentile(o["client_ttft"], 50) - percentile(o["sim_ttft"], 50)
+        print(f"time to first token: client p50 {ms(o['client_ttft'], 50):.1f} ms, simulator's own "
+              f"p50 {ms(o['sim_ttft'], 50):.1f} ms -> added by bpool {added * 1e3:.1f} ms")
+        mem = o["memory_kb"]
+        print(f"memory per browser worker (PSS, worker + its browser): "
+              + ", ".join(f"{m / 1024:.0f} MiB" for m in mem))
+        print(f"pool scaling, simulator answering in a fixed {answer_s:g} s:")
+        for n in ns:
+            r = measure_scaling(Path(tmp) / f"scale{n}", n, answer_s, rounds)
+            print(f"  N={n}: {r['requests']} requests in {r['elapsed_s']:.1f} s = {r['rps']:.2f} "
+                  f"req/s, ideal {r['ideal']:.2f} -> {r['efficiency'] * 100:.0f} % (target >= 90 %)")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
