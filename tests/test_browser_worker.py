@@ -9,6 +9,7 @@ registers with a broker (a bare ROUTER socket here), serves one job, drains on S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -24,11 +25,10 @@ from bpool.config import REPO_ROOT
 from bpool.protocol import ChatMessage, JobSpec
 from bpool.studio import engines, procs
 from bpool.studio.driver import DriverSettings, StudioDriver
-from bpool.studio.outcomes import BrowserGone, StepError
+from bpool.studio.outcomes import BrowserGone, Cooldowns, StepError
 from bpool.studio.profiles import load_profile
 
-pytestmark = pytest.mark.skipif(not Path(engines.DEFAULT_CHROMIUM).exists(),
-                                reason="no system Chromium")
+HAVE_CHROMIUM = Path(engines.DEFAULT_CHROMIUM).exists()
 
 PY = sys.executable
 
@@ -87,7 +87,9 @@ DEFAULT_KNOBS = {"tokens_per_s": 0, "first_token_s": 0, "answer_s": 0, "split": 
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+def sim_server(tmp_path_factory):
+    if not HAVE_CHROMIUM:
+        pytest.skip("no system Chromium")
     s = Sim(tmp_path_factory.mktemp("studio"))
     try:
         yield s
@@ -95,10 +97,12 @@ def sim(tmp_path_factory):
         s.close()
 
 
-@pytest.fixture(autouse=True)
-def fresh_sim(sim):
-    sim.admin("reset", {})
-    sim.admin("config", DEFAULT_KNOBS)
+@pytest.fixture
+def sim(sim_server):
+    """The module's simulator with fresh stats, no quota, no failures and fast answers."""
+    sim_server.admin("reset", {})
+    sim_server.admin("config", DEFAULT_KNOBS)
+    return sim_server
 
 
 class Open:
@@ -229,8 +233,7 @@ async def test_region_page_is_reported(sim, open_page):
 
 async def test_quota_429_is_rate_limited_with_a_cooldown(sim, open_page):
     sim.admin("config", {"quota": 1, "quota_window_s": 600})
-    page = await open_page("alice", cooldowns=__import__("bpool.studio.outcomes", fromlist=["x"])
-                           .Cooldowns(rate_limit_s=120.0, quota_s=7200.0))
+    page = await open_page("alice", cooldowns=Cooldowns(rate_limit_s=120.0, quota_s=7200.0))
     d = page.driver
     await d.open()
     await d.run(spec("first"), Recorder().emit, lambda: None)
@@ -380,3 +383,352 @@ def kill_browser_only(tag: str) -> None:
 async def _until(cond) -> None:
     while not cond():
         await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- browser_proc
+
+
+class FakeBroker:
+    """A bare ROUTER that speaks just enough of the broker side for one worker."""
+
+    def __init__(self, run_dir: Path):
+        import zmq.asyncio
+
+        from bpool import _zmq, config
+        from bpool.protocol import WorkerToBroker, decoder, encoder
+
+        self.ctx = zmq.asyncio.Context()
+        self.sock = _zmq.router(self.ctx, config.worker_endpoint(run_dir))
+        self.enc, self.dec = encoder(), decoder(WorkerToBroker)
+        self.ident: bytes | None = None
+
+    async def recv(self, timeout_s: float = 60.0, skip_heartbeats: bool = True):
+        from bpool.protocol import Heartbeat
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no message from the worker in time")
+            if not await self.sock.poll(int(min(left, 0.3) * 1000)):
+                if self.ident is not None:
+                    await self.send(Heartbeat())  # keep the worker's liveness check happy
+                continue
+            ident, frame = await self.sock.recv_multipart()
+            self.ident = ident
+            msg = self.dec.decode(frame)
+            if skip_heartbeats and isinstance(msg, Heartbeat):
+                continue
+            return msg
+
+    async def send(self, msg) -> None:
+        await self.sock.send_multipart([self.ident, self.enc.encode(msg)])
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def start_worker(profile: Path, sim: Sim, run_dir: Path, **env) -> subprocess.Popen:
+    full_env = dict(os.environ, BPOOL_RUN_DIR=str(run_dir), BPOOL_STUDIO_URL=sim.url,
+                    BPOOL_BROWSER="chromium", BPOOL_HEARTBEAT_INTERVAL_S="0.5", **env)
+    return subprocess.Popen([PY, "-m", "bpool.browser_proc", "--profile", str(profile)],
+                            env=full_env, cwd=REPO_ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def worker_run(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    started: list[subprocess.Popen] = []
+    broker = FakeBroker(run_dir)
+    yield run_dir, broker, started
+    broker.close()
+    for p in started:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        p.stderr.close()
+    for tag_dir in (run_dir / "browsers").glob("*"):
+        procs.kill_tagged(str(tag_dir))
+
+
+async def wait_exit(proc: subprocess.Popen, timeout_s: float) -> int:
+    return await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout_s)
+
+
+async def test_browser_proc_registers_serves_a_job_and_drains_on_sigterm(sim, worker_run):
+    from bpool.protocol import Assign, Chunk, Done, Goodbye, Idle, Ready, Started
+
+    run_dir, broker, started = worker_run
+    proc = start_worker(sim.cookies / "alice.json", sim, run_dir)
+    started.append(proc)
+    ready = await broker.recv(90)
+    assert isinstance(ready, Ready)
+    assert (ready.profile_id, ready.engine, ready.account) == ("alice", "chromium", "alice@sim.test")
+    assert "gemini-2.5-flash" in ready.models and ready.unusable is None
+    assert ready.pid == proc.pid
+    await broker.send(Assign("job-1", spec("héllo wörld")))
+    got = [await broker.recv(60)]
+    while not isinstance(got[-1], Done):
+        got.append(await broker.recv(60))
+    assert isinstance(got[0], Started) and got[0].job_id == "job-1"
+    chunks = [m for m in got if isinstance(m, Chunk)]
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert "".join(c.content for c in chunks) == "Hello from alice@sim.test. You said: héllo wörld"
+    assert got[-1].finish_reason == "stop" and got[-1].usage is not None
+    assert isinstance(await broker.recv(30), Idle)  # only after the page was reset
+    tag = str(run_dir / "browsers" / "alice")
+    assert procs.find_tagged(tag)
+    proc.send_signal(signal.SIGTERM)
+    assert isinstance(await broker.recv(30), Goodbye)
+    assert await wait_exit(proc, 30) == 0
+    assert await _gone(tag), "a browser outlived its worker"
+
+
+async def test_browser_proc_logged_out_registers_out_of_rotation(sim, worker_run):
+    from bpool.protocol import Ready
+
+    run_dir, broker, started = worker_run
+    proc = start_worker(sim.cookies / "ghost.json", sim, run_dir)
+    started.append(proc)
+    ready = await broker.recv(90)
+    assert isinstance(ready, Ready) and ready.profile_id == "ghost"
+    assert ready.unusable is not None and ready.unusable.kind == "logged_out"
+    await asyncio.sleep(1.0)
+    assert proc.poll() is None  # stays up so the operator sees why
+    proc.send_signal(signal.SIGTERM)
+    assert await wait_exit(proc, 30) == 0
+
+
+async def test_browser_proc_exits_non_zero_when_its_browser_dies(sim, worker_run):
+    from bpool.protocol import Goodbye, Ready
+
+    run_dir, broker, started = worker_run
+    proc = start_worker(sim.cookies / "bob.json", sim, run_dir)
+    started.append(proc)
+    assert isinstance(await broker.recv(90), Ready)
+    tag = str(run_dir / "browsers" / "bob")
+    for pid in procs.find_tagged(tag):
+        if os.getpgid(pid) != proc.pid:  # the browser's own group, not the worker's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert isinstance(await broker.recv(30), Goodbye)
+    assert await wait_exit(proc, 30) == 1
+    assert await _gone(tag)
+
+
+@pytest.mark.parametrize("case", ["bad profile", "no chromium", "bad browser setting"])
+def test_browser_proc_config_errors_exit_78_with_one_line(sim, tmp_path, case):
+    profile = sim.cookies / "alice.json"
+    env = dict(os.environ, BPOOL_RUN_DIR=str(tmp_path / "run"), BPOOL_STUDIO_URL=sim.url)
+    if case == "bad profile":
+        profile = tmp_path / "broken.json"
+        profile.write_text('{"cookies": []}')
+    elif case == "no chromium":
+        env.update(BPOOL_BROWSER="chromium", BPOOL_CHROMIUM_PATH=str(tmp_path / "nope"))
+    else:
+        env.update(BPOOL_BROWSER="netscape")
+    r = subprocess.run([PY, "-m", "bpool.browser_proc", "--profile", str(profile)], env=env,
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 78
+    errors = [line for line in r.stderr.splitlines() if "bpool.browser_proc:" in line]
+    assert len(errors) == 1, r.stderr
+    expect = {"bad profile": ["broken.json", "has no cookies"],
+              "no chromium": [str(tmp_path / "nope"), "BPOOL_CHROMIUM_PATH"],
+              "bad browser setting": ["netscape", "BPOOL_BROWSER"]}[case]
+    assert all(e in errors[0] for e in expect)
+    assert "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------- the tap, alone
+
+
+TAP_PAGE = """<!doctype html><title>tap test</title><body>
+<script>
+window.viaXhr = (url, body, abortAfterMs) => new Promise((resolve) => {
+  const x = new XMLHttpRequest();
+  x.open('POST', url);
+  x.onloadend = () => resolve(x.status);
+  x.send(body);
+  if (abortAfterMs) setTimeout(() => x.abort(), abortAfterMs);
+});
+window.viaFetchText = async (url) => (await (await fetch(url, {method: 'POST'})).text());
+</script></body>"""
+
+
+@pytest.fixture
+async def tap_site(aiohttp_server):
+    from aiohttp import web
+
+    async def page(request):
+        return web.Response(text=TAP_PAGE, content_type="text/html")
+
+    async def generate(request):
+        if request.query.get("fail"):
+            return web.Response(status=429, text='[,[8,"You exceeded quota"]]')
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        body = '[[[[[[[null,"é€ one"]],"model"]]]],[[[[[[null," two"]],"model"],1]],null,[1,2,3]]]'
+        raw = body.encode()
+        for i in range(0, len(raw), 7):  # 7 bytes: cuts through the multi-byte characters
+            await resp.write(raw[i:i + 7])
+            await asyncio.sleep(0.03)
+        await resp.write_eof()
+        return resp
+
+    async def hang(request):
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"[")
+        await asyncio.sleep(30)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_post("/rpc/GenerateContent", generate)
+    app.router.add_post("/rpc/hang/GenerateContent", hang)
+    return await aiohttp_server(app, host="127.0.0.1")
+
+
+@pytest.fixture
+async def tapped_page(tap_site, tmp_path):
+    if not HAVE_CHROMIUM:
+        pytest.skip("no system Chromium")
+    s = engines.EngineSettings()
+    browser = await engines.launch(engines.EngineChoice("chromium", s.chromium_path, "t"), s,
+                                   engines.BrowserDirs.for_profile(tmp_path, "tap"))
+    try:
+        driver = StudioDriver(browser.context, DriverSettings(), tmp_path / "snap")
+        await driver.install()
+        await driver.page.goto(str(tap_site.make_url("/")))
+        yield driver
+    finally:
+        await browser.close()
+
+
+async def collect(stream, timeout_s: float = 20.0) -> list:
+    pieces = []
+    while not pieces or pieces[-1].event not in ("end", "error"):
+        pieces.append(await stream.next(timeout_s))
+    return pieces
+
+
+@pytest.mark.parametrize("via", ["viaXhr", "viaFetchText"])
+async def test_tap_streams_xhr_and_fetch_bodies_in_pieces(tapped_page, via):
+    d = tapped_page
+    status = asyncio.ensure_future(d.page.evaluate(f"(u) => window.{via}(u)", "/rpc/GenerateContent"))
+    stream = await d.tap.next_generate(20)
+    assert stream.url.endswith("/rpc/GenerateContent")
+    pieces = await collect(stream)
+    await status
+    assert pieces[0].event == "start" and pieces[0].status == 200
+    data = [p.data for p in pieces if p.event == "data"]
+    assert len(data) >= 3, "the body did not arrive in pieces"
+    assert pieces[-1].event == "end"
+    rec = Recorder()
+    from bpool.studio.stream_parser import StreamParser
+
+    parser = StreamParser()
+    for chunk in data:
+        for ev in parser.feed(chunk):
+            rec.emit(content=getattr(ev, "text", ""))
+    assert parser.complete and rec.content == "é€ one two"
+
+
+async def test_tap_reports_status_and_aborts(tapped_page):
+    d = tapped_page
+    await d.page.evaluate("(u) => window.viaXhr(u)", "/rpc/GenerateContent?fail=1")
+    pieces = await collect(await d.tap.next_generate(20))
+    assert pieces[0].status == 429 and "exceeded quota" in "".join(p.data for p in pieces)
+    await d.page.evaluate("(u) => window.viaXhr(u, '', 300)", "/rpc/hang/GenerateContent")
+    pieces = await collect(await d.tap.next_generate(20))
+    assert pieces[-1].event == "error" and pieces[-1].message == "abort"
+    # other URLs are not tapped
+    await d.page.evaluate("() => fetch('/').then(r => r.text())")
+    with pytest.raises(asyncio.TimeoutError):
+        await d.tap.next_generate(0.5)
+
+
+# ---------------------------------------------------------------------------- sans-IO pieces
+
+
+def test_prompt_rendering():
+    from bpool.studio.prompt import render_prompt
+
+    assert render_prompt([ChatMessage("user", "  just this\n")]) == "  just this\n"
+    assert render_prompt([ChatMessage("system", "S1"), ChatMessage("system", "S2"),
+                          ChatMessage("user", "U")]) == \
+        "System Instructions:\nS1\n\nS2\n\n---\n\nUser:\nU"
+    assert render_prompt([ChatMessage("user", "a"), ChatMessage("assistant", "b"),
+                          ChatMessage("tool", "c"), ChatMessage("user", "d")]) == \
+        "User:\na\n\n---\n\nAssistant:\nb\n\n---\n\nTool:\nc\n\n---\n\nUser:\nd"
+
+
+def test_location_and_error_classification():
+    from bpool.studio.driver import STUDIO
+    from bpool.studio.outcomes import Cooldowns, http_problem, location_problem, notice_problem
+
+    def loc(url, title=""):
+        return location_problem(url, title, signin_hosts=STUDIO.signin_hosts,
+                                signin_path_markers=STUDIO.signin_path_markers,
+                                signin_title=STUDIO.signin_title, region_title=STUDIO.region_title)
+
+    assert loc("https://accounts.google.com/v3/signin/identifier?x=1")[0] == "logged_out"
+    assert loc("http://127.0.0.1:1/accounts.google.com/ServiceLogin?continue=x")[0] == "logged_out"
+    assert loc("https://aistudio.google.com/prompts/new_chat", "Sign in - Google Accounts")[0] \
+        == "logged_out"
+    assert loc("https://aistudio.google.com/", "Available regions | Google AI Studio") == \
+        ("site", "AI Studio is not available in this region (page title says so)")
+    assert loc("https://aistudio.google.com/prompts/new_chat", "New chat | Google AI Studio") is None
+
+    cd = Cooldowns(rate_limit_s=60, quota_s=3600)
+    q = STUDIO.quota_phrases
+    assert http_problem(429, "You exceeded quota for today", q, cd) == \
+        ("rate_limited", "HTTP 429: You exceeded quota for today", 3600)
+    assert http_problem(429, "Resource has been exhausted", q, cd)[2] == 60
+    assert http_problem(401, "", q, cd)[0] == "logged_out"
+    assert http_problem(403, "The caller does not have permission", q, cd)[0] == "site"
+    assert http_problem(400, "bad", q, cd)[0] == "bad_request"
+    assert http_problem(503, "", q, cd) == ("site", "HTTP 503", None)
+
+    r = STUDIO.rate_phrases
+    assert notice_problem(["Failed: user has exceeded quota."], q, r, cd)[::2] == ("rate_limited", 3600)
+    assert notice_problem(["Too many requests, slow down"], q, r, cd)[::2] == ("rate_limited", 60)
+    assert notice_problem(["", "Something broke"], q, r, cd) == ("site", "the page says: Something broke", None)
+    assert notice_problem(["", "  "], q, r, cd) is None
+
+
+async def test_tap_bookkeeping_reorders_and_survives_garbage():
+    from bpool.studio.tap import Tap, tap_script
+
+    tap = Tap("GenerateContent", "ListModels")
+    for junk in (None, 5, {"id": 1}, {"id": "x", "seq": "0"}, {"id": "late", "seq": 3, "event": "data"}):
+        tap.on_message(None, junk)
+    tap.on_message(None, {"id": "a", "seq": 0, "kind": "GenerateContent", "event": "open", "url": "u"})
+    stream = await tap.next_generate(1)
+    tap.on_message(None, {"id": "a", "seq": 2, "kind": "GenerateContent", "event": "data", "data": "2"})
+    tap.on_message(None, {"id": "a", "seq": 1, "kind": "GenerateContent", "event": "start", "status": 200})
+    tap.on_message(None, {"id": "a", "seq": 3, "kind": "GenerateContent", "event": "end"})
+    got = [await stream.next(1) for _ in range(3)]
+    assert [(p.event, p.status, p.data) for p in got] == \
+        [("start", 200, ""), ("data", None, "2"), ("end", None, "")]
+    for i, m in enumerate([{"event": "open"}, {"event": "start", "status": 200},
+                           {"event": "data", "data": ")]}'\n[[[\"models/m1\",0,0,\"M One\"]]]"},
+                           {"event": "end"}]):
+        tap.on_message(None, dict(m, id="m", seq=i, kind="ListModels", url="u"))
+    assert tap.models_changed.is_set() and "models/m1" in tap.models_body
+    tap.on_message(None, {"id": "b", "seq": 0, "kind": "GenerateContent", "event": "open"})
+    assert tap.discard_pending() == 1
+    tap.on_message(None, {"id": "c", "seq": 0, "kind": "GenerateContent", "event": "open"})
+    c = await tap.next_generate(1)
+    tap.close()
+    assert (await c.next(1)).event == "gone"
+    from bpool.studio.tap import TapClosed
+
+    with pytest.raises(TapClosed):
+        await tap.next_generate(1)
+    script = tap_script("__b", "GC", "LM")
+    assert script.rstrip().endswith('({"binding": "__b", "patterns": ["GC", "LM"]});')

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from bpool.studio.answer import AnswerLimits, Emit, read_answer
 from bpool.studio.outcomes import (BrowserGone, Cooldowns, StepError, location_problem,
                                    notice_problem)
 from bpool.studio.prompt import render_prompt
+from bpool.studio.snapshots import save_snapshot
 from bpool.studio.stream_parser import parse_models
 from bpool.studio.tap import Tap, TapClosed, TapStream, tap_script
 
@@ -139,6 +138,7 @@ class StudioDriver:
         self.model_names: dict[str, str] = {}
         self.defaults: dict[str, Any] = {}  # the page's own parameter values, restored per job
         self._watcher: asyncio.Task | None = None
+        self._old_notices: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -191,24 +191,10 @@ class StudioDriver:
             return await self.page.evaluate(script, arg)
 
     async def snapshot(self, step: str) -> Path | None:
-        """Save a screenshot and the HTML for the operator; never raises."""
+        """Screenshot + HTML of the page for the operator; never raises."""
         if self.page is None or self.tap.closed:
             return None
-        try:
-            d = config.ensure_private_dir(self.snapshot_dir)
-            stem = d / (time.strftime("%Y%m%d-%H%M%S") + "-" + re.sub(r"\W+", "-", step).strip("-"))
-            async with asyncio.timeout(15):
-                await self.page.screenshot(path=str(stem.with_suffix(".png")))
-                stem.with_suffix(".html").write_text(await self.page.content(), encoding="utf-8")
-            old = sorted(d.glob("*.html"))[: -self.s.snapshots_kept]
-            for html in old:
-                html.unlink(missing_ok=True)
-                html.with_suffix(".png").unlink(missing_ok=True)
-            log.warning("snapshot of the failed step saved: %s.{png,html}", stem)
-            return stem
-        except Exception as exc:
-            log.warning("could not save a snapshot: %r", exc)
-            return None
+        return await save_snapshot(self.page, self.snapshot_dir, step, self.s.snapshots_kept)
 
     # ------------------------------------------------------------------ page state
 
@@ -342,6 +328,8 @@ class StudioDriver:
             await self.select_model(spec.model)
             await self.set_parameters(spec)
             self.tap.discard_pending()
+            # Notices already on screen belong to an earlier job, not to this one.
+            self._old_notices = set((await self._probe("fill prompt")).get("notices", []))
             await self.submit(prompt, on_submit)
             stream = await self._await_request()
             try:
@@ -387,8 +375,8 @@ class StudioDriver:
 
     async def _notices(self, name: str) -> None:
         probe = await self._probe(name)
-        problem = notice_problem(probe.get("notices", []), self.t.quota_phrases,
-                                 self.t.rate_phrases, self.s.cooldowns)
+        fresh = [n for n in probe.get("notices", []) if n not in self._old_notices]
+        problem = notice_problem(fresh, self.t.quota_phrases, self.t.rate_phrases, self.s.cooldowns)
         if problem:
             raise StepError(name, problem[1], problem[0], problem[2])
 
