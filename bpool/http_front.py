@@ -153,7 +153,8 @@ async def serve(settings: FrontSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # only record; the loop below shuts down
-    runner = web.AppRunner(make_app(settings), handler_cancellation=True,
+    # access_log=None: chat.py logs one line per request (id, job, profile, outcome, duration).
+    runner = web.AppRunner(make_app(settings), handler_cancellation=True, access_log=None,
                            shutdown_timeout=settings.drain_timeout_s)
     await runner.setup()
     try:

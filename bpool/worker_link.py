@@ -145,8 +145,7 @@ class _Link:
         self.abandoned: set[str] = set()  # jobs the broker has forgotten (Disconnect / lost)
         self.dead = False
         self.last_disconnect = 0.0
-        self.readable = asyncio.Event()
-        self.fd = -1
+        self.readable: _zmq.Readable
 
     # -- socket
 
@@ -157,17 +156,14 @@ class _Link:
         setup = (lambda sock: curve.apply_client(sock, keys)) if keys else None
         self.sock = _zmq.dealer(self.ctx, self.settings.endpoint, identity=ident, setup=setup)
         self.raw = zmq.Socket.shadow(self.sock.underlying)
-        # Wake on the socket's own fd instead of zmq.asyncio's poll(): it is edge-triggered, so
-        # the loop always drains until EAGAIN and re-checks EVENTS before it sleeps.
-        self.fd = self.raw.getsockopt(zmq.FD)
-        asyncio.get_running_loop().add_reader(self.fd, self.readable.set)
+        self.readable = _zmq.Readable(self.raw)
         self.registered = False
         self.last_recv = time.monotonic()
         self.last_send = 0.0
 
     def close(self) -> None:
         if self.sock is not None:
-            asyncio.get_running_loop().remove_reader(self.fd)
+            self.readable.close()
             self.sock.close(linger=0)
             self.sock = self.raw = None
 
@@ -177,30 +173,15 @@ class _Link:
         try:
             self.raw.send(self.enc.encode(msg), zmq.NOBLOCK)
             self.last_send = time.monotonic()
-            if self.raw.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self.readable.set()  # a send can swallow the fd's edge for pending input
+            self.readable.after_send()
         except zmq.Again:
             pass  # no live connection to the broker: liveness will notice and reconnect
 
     def recv_all(self):
         assert self.raw is not None
-        while True:
-            try:
-                frame = self.raw.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        for frame in _zmq.recv_ready(self.raw):
             self.last_recv = time.monotonic()
             yield frame
-
-    async def wait_readable(self, timeout_s: float) -> None:
-        self.readable.clear()
-        if self.raw is None or self.raw.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            return
-        timer = asyncio.get_running_loop().call_later(timeout_s, self.readable.set)
-        try:
-            await self.readable.wait()
-        finally:
-            timer.cancel()
 
     def send_ready(self) -> None:
         b = self.backend
@@ -335,7 +316,7 @@ class _Link:
                     continue
                 self.on_message(msg)
             if not self.stop.is_set() or self.job is not None:
-                await self.wait_readable(wait_s)
+                await self.readable.wait(wait_s)
 
     async def shutdown(self) -> None:
         for task in (self.run_task, self.job_task):

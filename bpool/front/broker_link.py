@@ -15,7 +15,6 @@ from typing import Callable
 
 import msgspec
 import zmq
-import zmq.asyncio
 
 from bpool import _zmq, protocol
 from bpool.openai_schema import ApiError
@@ -72,17 +71,19 @@ class BrokerLink:
         self._ids = itertools.count(1)
         self._enc = protocol.encoder()
         self._dec = protocol.decoder(BrokerToFront)
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
+        self._ctx: zmq.Context | None = None
+        self._raw: zmq.Socket | None = None  # the same socket, used without futures
+        self._readable: _zmq.Readable | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._was_lost = False
 
     # -------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        self._ctx = zmq.asyncio.Context()
+        self._ctx = zmq.Context()
         identity = _zmq.new_identity(f"front-{os.getpid()}")
-        self._sock = _zmq.dealer(self._ctx, self.endpoint, identity)
+        self._raw = _zmq.dealer(self._ctx, self.endpoint, identity)
+        self._readable = _zmq.Readable(self._raw)
         self._tasks = [asyncio.create_task(self._reader(), name="broker-reader"),
                        asyncio.create_task(self._pinger(), name="broker-pinger")]
 
@@ -91,8 +92,9 @@ class BrokerLink:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._fail_all(protocol.error("broker_lost", "The front is shutting down"))
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        if self._raw is not None:
+            self._readable.close()
+            self._raw.close(linger=0)
         if self._ctx is not None:
             self._ctx.term()
 
@@ -100,11 +102,9 @@ class BrokerLink:
 
     def _send(self, msg: msgspec.Struct) -> None:
         """Send without waiting. With IMMEDIATE a missing broker shows up as zmq.Again at once."""
-        assert self._sock is not None, "link not started"
-        fut = self._sock.send(self._enc.encode(msg), zmq.NOBLOCK)
-        exc = fut.exception() if fut.done() else None
-        if exc is not None:
-            raise exc
+        assert self._raw is not None, "link not started"
+        self._raw.send(self._enc.encode(msg), zmq.NOBLOCK)
+        self._readable.after_send()
 
     def submit(self, job_id: str, spec: JobSpec, queue_timeout_s: float) -> asyncio.Queue[JobEvent]:
         """Hand a job to the broker; its events arrive on the returned queue."""
@@ -193,16 +193,17 @@ class BrokerLink:
                 del self.jobs[msg.job_id]
 
     async def _reader(self) -> None:
-        assert self._sock is not None
+        assert self._raw is not None
         while True:
-            frame = await self._sock.recv()
-            try:
-                msg = self._dec.decode(frame)
-            except msgspec.DecodeError as exc:
-                self.counters["bad_frames"] += 1
-                log.warning("dropped an undecodable frame from the broker: %s", exc)
-                continue
-            self.dispatch(msg)
+            for frame in _zmq.recv_ready(self._raw):
+                try:
+                    msg = self._dec.decode(frame)
+                except msgspec.DecodeError as exc:
+                    self.counters["bad_frames"] += 1
+                    log.warning("dropped an undecodable frame from the broker: %s", exc)
+                    continue
+                self.dispatch(msg)
+            await self._readable.wait()
 
     async def _pinger(self) -> None:
         for nonce in itertools.count():
