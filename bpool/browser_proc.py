@@ -148,8 +148,9 @@ async def serve(settings: WorkerSettings, profile: Profile) -> int:
     try:
         try:
             backend = await open_studio(browser, profile, settings)
-        except (StepError, BrowserGone, TimeoutError) as exc:
-            log.error("could not open the studio: %s", exc or "timed out")
+        except Exception as exc:  # a site that is down, a browser that died: a restart may help
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.error("could not open the studio: %s", first or "timed out")
             return 1
         code = await run_worker(backend, settings.link, stop)
         return 1 if died else code

@@ -2,7 +2,7 @@
 
 `BPOOL_BROWSER` = auto | camoufox | chromium (default auto: Camoufox when its browser is already
 installed, else the system Chromium at `BPOOL_CHROMIUM_PATH`, default /usr/bin/chromium).
-Detection only reads camoufox's install directory: camoufox's own helpers download the browser
+Detection only reads camoufox's install directory: camoufox's own path functions download the browser
 when it is missing (and may wipe an old install), which must never happen behind an operator's
 back. `BPOOL_HEADLESS=0` shows the window.
 
@@ -312,12 +312,12 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
             handle_sigterm=False,
             handle_sighup=False,
             timeout=settings.launch_timeout_s * 1000,
-            viewport=VIEWPORT,
         )
         if choice.engine == "camoufox":
             from camoufox.addons import DefaultAddons
             from camoufox.async_api import AsyncNewBrowser
 
+            # No viewport: Camoufox sizes the window from its fingerprint.
             ctx = await AsyncNewBrowser(
                 pw, persistent_context=True, user_data_dir=str(dirs.user_data),
                 executable_path=str(choice.executable),
@@ -328,7 +328,7 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
             ua = await _chromium_user_agent(choice.executable) if settings.headless else None
             ctx = await pw.chromium.launch_persistent_context(
                 str(dirs.user_data), executable_path=str(choice.executable),
-                args=list(CHROMIUM_ARGS), user_agent=ua, **common,
+                args=list(CHROMIUM_ARGS), user_agent=ua, viewport=VIEWPORT, **common,
             )
     except BaseException:
         if pw is not None:
