@@ -4,7 +4,7 @@
     bpool profiles check FILE...          validate cookie files (exit 1 if any is unusable)
     bpool profiles list                   generated programs, their cookie files and states
     bpool profiles path NAME              the cookie file profile NAME runs with
-    bpool profiles restart NAME           stop (the worker drains), then start without waiting
+    bpool profiles restart NAME [--wait S]  stop (the worker drains), start, optionally wait
     bpool wait-profile NAME [--timeout S] [--not-pid PID]
 
 Every command finds the pool through supervisord.conf (`--conf`, BPOOL_SUPERVISORD_CONF, default
@@ -75,9 +75,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait(proxy: object, name: str, timeout_s: float, not_pid: int | None) -> int:
+    url = supervise_wait.health_url()
+    verdict = supervise_wait.wait(
+        name, timeout_s,
+        fetch=lambda: supervise_wait.fetch_workers(url),
+        info=lambda: supervise_wait.proc_info(proxy, name),
+        not_pid=not_pid,
+    )
+    print(f"bpool: {verdict.message}", file=sys.stdout if verdict.ok else sys.stderr)
+    tail = "" if verdict.ok else supervise_wait.log_tail(proxy, name)
+    if tail:
+        print(f"last lines of {supervise.PROGRAM_PREFIX}{name}'s log:\n{tail}", file=sys.stderr)
+    return 0 if verdict.ok else 1
+
+
 def cmd_restart(args: argparse.Namespace) -> int:
-    """`supervisorctl restart` waits startsecs after the start; a swap would rather watch /health
-    (wait-profile), which sees the new worker as soon as it registers."""
+    """Stop (the worker drains), then start without waiting for supervisord's startsecs, as
+    `supervisorctl restart` would: /health shows the new worker as soon as it registers."""
     import xmlrpc.client
 
     program = supervise.PROGRAM_PREFIX + args.name
@@ -86,6 +101,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
             print("bpool: supervisord is not running", file=sys.stderr)
             return 1
         try:
+            old_pid = proxy.supervisor.getProcessInfo(program)["pid"] or None
             try:
                 proxy.supervisor.stopProcess(program, True)
                 print(f"{program}: stopped")
@@ -97,24 +113,14 @@ def cmd_restart(args: argparse.Namespace) -> int:
         except xmlrpc.client.Fault as f:
             print(f"bpool: {program}: {f.faultString}", file=sys.stderr)
             return 1
-    return 0
+        if args.wait is None:
+            return 0
+        return _wait(proxy, args.name, args.wait, old_pid)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    url = supervise_wait.health_url()
     with supervise_live.connect(_settings(args)) as proxy:
-        verdict = supervise_wait.wait(
-            args.name, args.timeout,
-            fetch=lambda: supervise_wait.fetch_workers(url),
-            info=lambda: supervise_wait.proc_info(proxy, args.name),
-            not_pid=args.not_pid,
-        )
-        print(f"bpool: {verdict.message}", file=sys.stdout if verdict.ok else sys.stderr)
-        tail = "" if verdict.ok else supervise_wait.log_tail(proxy, args.name)
-    if tail:
-        print(f"last lines of {supervise.PROGRAM_PREFIX}{args.name}'s log:\n{tail}",
-              file=sys.stderr)
-    return 0 if verdict.ok else 1
+        return _wait(proxy, args.name, args.timeout, args.not_pid)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.set_defaults(func=cmd_path)
     re_ = psub.add_parser("restart", help="restart one profile's worker (it drains first)")
     re_.add_argument("name")
+    re_.add_argument("--wait", type=float, default=None, metavar="S",
+                     help="then wait up to S seconds until it is back in rotation")
     re_.set_defaults(func=cmd_restart)
     li = psub.add_parser("list", help="generated programs and their states")
     li.set_defaults(func=cmd_list)

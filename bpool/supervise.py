@@ -251,9 +251,11 @@ def render_browser(settings: SyncSettings, profile: Profile, simulator: bool) ->
         "startretries=5",
         "stopsignal=TERM",
         f"stopwaitsecs={stop_wait_s(settings)}",
-        # SIGTERM to the worker's whole process group, SIGKILL to it after stopwaitsecs; the
-        # browser itself is reaped by the worker (its own process group), now or at next start.
-        "stopasgroup=true",
+        # SIGTERM to the worker alone: the Playwright driver shares its process group and dies
+        # of a SIGTERM, which would cut the request being drained. SIGKILL after stopwaitsecs
+        # goes to the whole group; a browser left behind then (it has its own group) is reaped
+        # by the profile's next worker at start, or by sync when the profile is removed.
+        "stopasgroup=false",
         "killasgroup=true",
         f"environment={_environment(env)}",
         *_log_lines(settings, name),

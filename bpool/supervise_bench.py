@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bpool.supervise_harness import SupervisedPool, stream_chat
+from bpool.supervise_harness import SupervisedPool, one_stream_each, stream_chat
 
 LONG_PROMPT = " ".join(["stream"] * 400)  # ~8 s of answer at the sim's 50 tokens/s
 FAKE_CMD = ("{python} -m bpool.testing.fake_worker --profile-id {profile_id} --chunks 200 "
@@ -34,17 +34,11 @@ FAKE_CMD = ("{python} -m bpool.testing.fake_worker --profile-id {profile_id} --c
 
 
 async def kill_busy_worker(pool: SupervisedPool, victim: str) -> dict[str, float]:
-    started = asyncio.Event()
-    streams = [asyncio.create_task(stream_chat(pool.base_url, LONG_PROMPT,
-                                               on_chunk=lambda r: started.set()))
-               for _ in range(2)]  # both profiles idle: one stream each
-    await asyncio.wait_for(started.wait(), 60)
-    w = await asyncio.to_thread(pool.wait_until, lambda: (
-        (x := pool.workers().get(victim)) and x["state"] == "busy" and x), 30, f"{victim} busy")
+    streams = await one_stream_each(pool, {"alice", "bob"}, LONG_PROMPT)
+    w = pool.workers()[victim]
     t_kill = time.monotonic()
     os.kill(w["pid"], signal.SIGKILL)
-    results = await asyncio.gather(*streams)
-    mine = next(r for r in results if r.profile == victim)
+    mine = await streams[victim]
     if mine.ok or mine.error is None:
         raise RuntimeError(f"the killed worker's client got no error: {mine}")
     back = await asyncio.to_thread(pool.wait_until, lambda: (
@@ -54,6 +48,7 @@ async def kill_busy_worker(pool: SupervisedPool, victim: str) -> dict[str, float
     while served is None:  # two at once: the least recently idle worker gets one of them
         pair = await asyncio.gather(*(stream_chat(pool.base_url, "again") for _ in range(2)))
         served = next((r for r in pair if r.ok and r.profile == victim), None)
+    await asyncio.gather(*streams.values())  # the other client's stream ends normally
     return {"kill -9 busy worker -> client error": mine.ended_at - t_kill,
             "kill -9 busy worker -> back in rotation": back - t_kill,
             "kill -9 busy worker -> serving again": served.ended_at - t_kill}
@@ -88,7 +83,7 @@ def run(rounds: int, fake: bool) -> int:
         pool.start()
         pool.wait_in_rotation({"alice", "bob"}, timeout_s=120)
         print(f"pool up: {time.monotonic() - t0:.1f} s from supervisord start to both profiles "
-              "in rotation")
+              "in rotation", flush=True)
         spares = [base / "spare" / "carol.json", base / "spare" / "dave.json"]
         for i in range(rounds):
             for k, v in asyncio.run(kill_busy_worker(pool, "alice")).items():

@@ -342,3 +342,23 @@ async def steady_load(base_url: str, clients: int, stop: asyncio.Event, prompt: 
 
     await asyncio.gather(*(client(i) for i in range(clients)))
     return out
+
+
+async def one_stream_each(pool: SupervisedPool, profiles: set[str], prompt: str
+                          ) -> dict[str, asyncio.Task[ChatResult]]:
+    """One long stream per profile, sent while all of them are idle (the broker gives each
+    idle worker one). Returns the tasks by serving profile, once every one is streaming."""
+    await asyncio.to_thread(pool.wait_in_rotation, profiles, 60)
+    live: dict[int, ChatResult] = {}
+    tasks = [asyncio.create_task(stream_chat(pool.base_url, f"{prompt} {i}",
+                                             on_chunk=lambda r, i=i: live.setdefault(i, r)))
+             for i in range(len(profiles))]
+    await asyncio.to_thread(pool.wait_until, lambda: len(live) == len(tasks) or any(
+        t.done() for t in tasks), 60, "every stream started")
+    if any(t.done() for t in tasks):
+        raise AssertionError(f"a stream ended early: {[t.result() for t in tasks if t.done()]}")
+    by_profile = {live[i].profile: tasks[i] for i in range(len(tasks))}
+    if set(by_profile) != profiles:
+        raise AssertionError(f"streams went to {sorted(by_profile)}, not one to each of "
+                             f"{sorted(profiles)}")
+    return by_profile

@@ -23,7 +23,8 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from bpool.config import ensure_private_dir
 from bpool.supervise import (
-    DEMO_NAMES, Discovery, Plan, SyncSettings, candidates, desired, discover, is_managed, plan,
+    DEMO_NAMES, PROGRAM_PREFIX, Discovery, Plan, SyncSettings, candidates, desired, discover,
+    is_managed, plan,
 )
 
 Say = Callable[[str], None]
@@ -109,7 +110,16 @@ def _stop_and_remove(proxy: Any, name: str) -> None:
     proxy.supervisor.removeProcessGroup(name)
 
 
-def apply(proxy: Any) -> Applied:
+def reap_browsers(run_dir: Path, program: str) -> None:
+    """A worker killed after its stop timeout leaves its browser behind (the browser runs in a
+    process group of its own); with the profile gone, no next worker would reap it."""
+    if program.startswith(PROGRAM_PREFIX):
+        from bpool.studio import procs
+
+        procs.kill_tagged(str(run_dir.resolve() / "browsers" / program[len(PROGRAM_PREFIX):]))
+
+
+def apply(proxy: Any, run_dir: Path) -> Applied:
     """Reread the configuration and apply the changes of generated programs only."""
     [[added, changed, removed]] = proxy.supervisor.reloadConfig()
     out = Applied(others=sorted(n for n in added + changed + removed if not is_managed(n)))
@@ -131,6 +141,7 @@ def apply(proxy: Any) -> Applied:
         try:
             _stop_and_remove(proxy, name)
             out.stopped.append(name)
+            reap_browsers(run_dir, name)
         except xmlrpc.client.Fault as f:
             out.errors.append(f"{name}: {f.faultString}")
     return out
@@ -177,7 +188,7 @@ def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
             if proxy is None:
                 say(f"supervisord is not running ({settings.socket}): the programs start with it")
                 return status
-            done = apply(proxy)
+            done = apply(proxy, settings.run_dir)
     except (OSError, xmlrpc.client.Error) as exc:
         say(f"error: could not apply the change through supervisord: {exc}")
         return 2

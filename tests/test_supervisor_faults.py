@@ -19,11 +19,10 @@ from typing import Any, Iterator
 import pytest
 
 from bpool.supervise_harness import (
-    ChatResult, SupervisedPool, browser_pids, steady_load, stream_chat,
+    ChatResult, SupervisedPool, browser_pids, one_stream_each, steady_load, stream_chat,
 )
 
 pytestmark = pytest.mark.timeout(150)
-pytest.importorskip("bpool.browser_proc")  # TEMPORARY until the browser worker lands
 
 LONG = " ".join(["stream"] * 300)  # about 6 s of answer at 50 tokens/s
 FAST = {"idle", "busy"}
@@ -63,26 +62,6 @@ async def until(pool: SupervisedPool, check: Any, timeout_s: float, what: str) -
     return await asyncio.to_thread(pool.wait_until, check, timeout_s, what, 0.05)
 
 
-async def one_stream_each(pool: SupervisedPool) -> dict[str, asyncio.Task[ChatResult]]:
-    """Two long streams while both workers are idle: the broker gives one to each. Returns the
-    tasks by serving profile, once both are streaming."""
-    await asyncio.to_thread(pool.wait_in_rotation, {"alice", "bob"}, 60)
-    live: dict[int, ChatResult] = {}
-    tasks = [asyncio.create_task(stream_chat(pool.base_url, f"{LONG} {i}",
-                                             on_chunk=lambda r, i=i: live.setdefault(i, r)))
-             for i in range(2)]
-    await until(pool, lambda: len(live) == 2 or any(t.done() for t in tasks), 60,
-                "both streams started")
-    assert not any(t.done() for t in tasks), [t.result() for t in tasks if t.done()]
-    by_profile = {live[i].profile: tasks[i] for i in range(2)}
-    assert set(by_profile) == {"alice", "bob"}, by_profile
-    return by_profile
-
-
-def expected_answer(email: str, prompt: str) -> str:
-    return f"Hello from {email}. You said: {prompt}"
-
-
 async def served_by(pool: SupervisedPool, profile: str, timeout_s: float = 30) -> ChatResult:
     """Pairs of requests until `profile` serves one (with both idle, each gets one of a pair)."""
     end = time.monotonic() + timeout_s
@@ -116,14 +95,20 @@ async def test_stop_and_start_of_one_profile_shows_in_health(pool: SupervisedPoo
     assert "stopped" in stopped.stdout
     await until(pool, lambda: "bob" not in pool.workers(), max(0.1, 3 - (time.monotonic() - t0)),
                 "bob out of /health within 3 s of the stop")
+    gone_s = time.monotonic() - t0
     assert pool.infos()["browser-bob"]["exitstatus"] == 0  # a graceful exit, not a kill
     assert browser_pids(pool.run_dir, "bob") == []  # its browser went with it
     res = await stream_chat(pool.base_url, "only alice now")
     assert res.ok and res.profile == "alice", res
+    t0 = time.monotonic()
     started = await asyncio.to_thread(pool.supervisorctl, "start", "browser-bob")
     assert "started" in started.stdout  # returns once supervisord counts it as running (5 s)
+    t1 = time.monotonic()
     await until(pool, lambda: entry(pool, "bob").get("state") in FAST, 3,
                 "bob back in /health within 3 s of the start")
+    print(f"supervisorctl stop: out of /health {gone_s:.2f} s after the command; start: in "
+          f"/health {time.monotonic() - t1:.2f} s after it returned "
+          f"({time.monotonic() - t0:.2f} s after it was issued)")
     untouched(pool, before, ["broker", "front", "sim", "browser-alice"])
 
 
@@ -134,8 +119,10 @@ async def test_sigstop_takes_a_worker_out_and_sigcont_brings_it_back(
     bob = entry(pool, "bob")
     os.kill(bob["pid"], signal.SIGSTOP)
     try:
+        t0 = time.monotonic()
         await until(pool, lambda: entry(pool, "bob").get("state") not in FAST, 4,
                     "the stopped bob out of rotation within 4 s")
+        print(f"SIGSTOP: out of rotation after {time.monotonic() - t0:.2f} s")
         res = await stream_chat(pool.base_url, "bob is asleep")
         assert res.ok and res.profile == "alice", res
     finally:
@@ -147,7 +134,7 @@ async def test_sigstop_takes_a_worker_out_and_sigcont_brings_it_back(
 
 async def test_kill_9_of_a_busy_worker(pool: SupervisedPool) -> None:
     before = pool.infos()
-    streams = await one_stream_each(pool)
+    streams = await one_stream_each(pool, {"alice", "bob"}, LONG)
     victim = entry(pool, "alice")
     old_browsers = set(browser_pids(pool.run_dir, "alice"))
     assert victim["state"] == "busy" and old_browsers
@@ -163,8 +150,12 @@ async def test_kill_9_of_a_busy_worker(pool: SupervisedPool) -> None:
         None, victim["pid"]) and e["state"] in FAST and e, 60, "alice restarted")
     assert pool.infos()["browser-alice"]["pid"] == back["pid"]
     assert not old_browsers & set(browser_pids(pool.run_dir))  # the orphaned browser was reaped
+    back_at = time.monotonic()
     served = await served_by(pool, "alice")
     assert served.text.startswith("Hello from alice@sim.test"), served
+    print(f"worker kill -9: client error after {mine.ended_at - killed_at:.2f} s, back in "
+          f"rotation after {back_at - killed_at:.2f} s, served after "
+          f"{served.ended_at - killed_at:.2f} s")
     untouched(pool, before, ["broker", "front", "sim", "browser-bob"])
 
 
@@ -173,7 +164,11 @@ async def test_kill_9_of_the_broker(pool: SupervisedPool) -> None:
     before = pool.infos()
     killed_at = time.monotonic()
     os.kill(before["broker"]["pid"], signal.SIGKILL)
+    respawned = await until(pool, lambda: pool.infos()["broker"]["pid"] not in (
+        0, before["broker"]["pid"]) and time.monotonic(), 5, "broker respawned")
     res = await serving_again(pool, 5)
+    print(f"broker kill -9: respawned after {respawned - killed_at:.2f} s, serving again after "
+          f"{res.ended_at - killed_at:.2f} s")
     assert res.ok, res
     assert res.ended_at - killed_at < 5, f"serving again after {res.ended_at - killed_at:.1f} s"
     assert pool.infos()["broker"]["pid"] not in (0, before["broker"]["pid"])
@@ -183,11 +178,13 @@ async def test_kill_9_of_the_broker(pool: SupervisedPool) -> None:
 async def test_hot_swap_under_steady_load(pool: SupervisedPool, tmp_path: Path) -> None:
     pool.make_profiles("carol", out=tmp_path)
     before = pool.infos()
-    streams = await one_stream_each(pool)  # alice is streaming when the swap starts
+    streams = await one_stream_each(pool, {"alice", "bob"}, LONG)  # alice is streaming when the swap starts
     stop, results = asyncio.Event(), []
     load = asyncio.create_task(steady_load(pool.base_url, 3, stop, results=results))
+    t0 = time.monotonic()
     swapped = await asyncio.to_thread(pool.script, "swap-cookie", "alice",
                                       str(tmp_path / "carol.json"))
+    print(f"swap-cookie under load (drains a streaming request): {time.monotonic() - t0:.2f} s")
     assert swapped.returncode == 0, swapped.stdout + swapped.stderr
     during = await streams["alice"]
     assert during.ok and during.text.startswith("Hello from alice@sim.test"), during
