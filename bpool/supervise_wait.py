@@ -1,4 +1,4 @@
-"""`bpool wait-profile NAME`: wait until a profile's (new) worker is back in rotation, or say why not.
+"""`bpool wait-profile NAME`: wait until a profile's new worker is back in rotation, or say why not.
 
 The verdict is a pure function of two observations: the front's /health (what the broker knows
 about the profile's workers) and supervisord's view of the program `browser-NAME` (running,

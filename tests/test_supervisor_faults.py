@@ -178,7 +178,9 @@ async def test_kill_9_of_the_broker(pool: SupervisedPool) -> None:
 async def test_hot_swap_under_steady_load(pool: SupervisedPool, tmp_path: Path) -> None:
     pool.make_profiles("carol", out=tmp_path)
     before = pool.infos()
-    streams = await one_stream_each(pool, {"alice", "bob"}, LONG)  # alice is streaming when the swap starts
+    # alice is streaming when the swap starts
+    streams = await one_stream_each(pool, {"alice", "bob"}, LONG)
+    old_browsers = set(browser_pids(pool.run_dir, "alice"))
     stop, results = asyncio.Event(), []
     load = asyncio.create_task(steady_load(pool.base_url, 3, stop, results=results))
     t0 = time.monotonic()
@@ -195,6 +197,7 @@ async def test_hot_swap_under_steady_load(pool: SupervisedPool, tmp_path: Path) 
     assert (await streams["bob"]).ok
     assert [r for r in results if not r.ok] == [] and len(results) >= 6
     assert entry(pool, "alice")["account"] == "carol@sim.test"
+    assert old_browsers and not old_browsers & set(browser_pids(pool.run_dir))
     served = await served_by(pool, "alice")
     assert served.text.startswith("Hello from carol@sim.test"), served
     untouched(pool, before, ["broker", "front", "sim", "browser-bob"])
