@@ -86,6 +86,24 @@ async def serving_again(pool: SupervisedPool, deadline_s: float) -> ChatResult:
 # ---------------------------------------------------------------------------- the tests
 
 
+def test_first_run_with_no_cookie_file_is_demo_mode(tmp_path: Path) -> None:
+    """What `scripts/run` does on a fresh checkout: no cookie file, so sync generates the
+    simulator and two demo profiles, and real browsers answer through it. Runs before the
+    module's pool starts, so only two browsers run at a time."""
+    demo = SupervisedPool(tmp_path, simulator="auto")
+    try:
+        demo.start()
+        assert set(demo.infos()) == {"broker", "front", "sim", "browser-alice", "browser-bob"}
+        demo.wait_in_rotation({"alice", "bob"}, timeout_s=90)
+        res = asyncio.run(stream_chat(demo.base_url, "hello"))
+        assert res.ok and res.text.startswith(f"Hello from {res.profile}@sim.test"), res
+        assert not any(demo.cookies.iterdir())  # demo profiles never go into the cookie dir
+    finally:
+        assert demo.close() == []
+    assert browser_pids(demo.run_dir) == []
+
+
+
 async def test_stop_and_start_of_one_profile_shows_in_health(pool: SupervisedPool) -> None:
     await asyncio.to_thread(pool.wait_in_rotation, {"alice", "bob"}, 60)
     before = pool.infos()
