@@ -6,9 +6,9 @@ is with its server key pair, and only workers whose public key is in the allowed
 may connect (ZAP, via pyzmq's authenticator thread). Key files are pyzmq's certificate format
 (`NAME.key` public, `NAME.key_secret` secret, written 0600).
 
-    python -m bpool.curve generate --dir keys --name broker      # once, on the broker host
+    python -m bpool.curve generate --dir keys --name server      # once, on the broker host
     python -m bpool.curve generate --dir keys --name host2       # once per worker host
-    cp keys/host2.key <BPOOL_CURVE_DIR>/clients/                 # allow that host
+    cp keys/server.key_secret <BPOOL_CURVE_DIR>/  and  cp keys/host2.key <BPOOL_CURVE_DIR>/clients/
 
 Broker:  BPOOL_BROKER_TCP=tcp://0.0.0.0:5555  BPOOL_CURVE_DIR=dir holding server.key_secret and
          clients/*.key (default <run dir>/curve)

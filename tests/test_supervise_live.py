@@ -65,7 +65,10 @@ def test_programs_and_states(pool: SupervisedPool) -> None:
     infos = pool.infos()
     assert {"broker", "front", "browser-alice", "browser-bob", "browser-ghost",
             "browser-crashy"} <= set(infos)
-    assert infos["broker"]["statename"] == infos["front"]["statename"] == "RUNNING"
+    # Serving already, but supervisord calls a program RUNNING only after startsecs.
+    infos = pool.wait_until(
+        lambda: (i := pool.infos())["broker"]["statename"] == i["front"]["statename"] == "RUNNING"
+        and i, 10, "broker and front RUNNING")
     ws = pool.wait_until(lambda: (w := pool.workers()).get("ghost") and w, 15, "ghost registered")
     assert ws["ghost"]["state"] == "logged_out"
     # Every program runs with the pool's run directory, not the checkout's.
