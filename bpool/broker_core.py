@@ -16,7 +16,7 @@ from typing import NamedTuple, Union
 
 from bpool.protocol import (
     PROTOCOL_VERSION, AccountState, Assign, Assigned, Cancel, Chunk, Disconnect, Done, ErrorInfo,
-    Failed, Goodbye, Heartbeat, Idle, JobFailed, JobSpec, Ping, PoolStatus, Pong, Ready, Started,
+    Failed, Goodbye, Heartbeat, Idle, JobFailed, JobsKnown, JobsQuery, JobSpec, Ping, PoolStatus, Pong, Ready, Started,
     StatusQuery, StatusReply, Submit, WorkerStatus, error,
 )
 
@@ -312,6 +312,9 @@ class BrokerCore:
             acts.append(SendFront(front, Pong(msg.nonce, self.broker_id)))  # type: ignore[attr-defined]
         elif t is StatusQuery:
             acts.append(SendFront(front, StatusReply(msg.query_id, self.status(now))))  # type: ignore[attr-defined]
+        elif t is JobsQuery:
+            known = tuple(j for j in msg.job_ids if j in self._jobs)  # type: ignore[attr-defined]
+            acts.append(SendFront(front, JobsKnown(msg.query_id, known)))  # type: ignore[attr-defined]
         return acts
 
     def on_front_garbage(self, front: bytes, now: float) -> list[Action]:

@@ -35,7 +35,9 @@ Conversation rules (the broker contract, DESIGN.md):
   the broker forgets the worker.
 * The front sees `Assigned` (which profile serves the job), then the worker's `Chunk`s and `Done`
   forwarded byte for byte, or a `Failed` from the broker. The front pings the broker with `Ping`;
-  `Pong.broker_id` changes when the broker restarts, which fails the front's in-flight jobs.
+  `Pong.broker_id` changes when the broker restarts; the front then asks the new broker with
+  `JobsQuery` which of its in-flight jobs it holds, and fails the others (they died with the old
+  broker).
 """
 
 from __future__ import annotations
@@ -161,6 +163,19 @@ class StatusQuery(_Msg):
     query_id: int
 
 
+class JobsQuery(_Msg):
+    """Front -> broker, after the front notices a new broker id: which of these jobs do you
+    hold? (Submits sent to the new broker before this query have arrived before it.)"""
+
+    query_id: int
+    job_ids: tuple[str, ...]
+
+
+class JobsKnown(_Msg):
+    query_id: int
+    job_ids: tuple[str, ...]  # the subset of the query that is queued or running here
+
+
 class Assigned(_Msg):
     job_id: str
     profile_id: str
@@ -236,8 +251,8 @@ class Disconnect(_Msg):
     reason: str
 
 
-FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery]
-BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply]
+FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery, JobsQuery]
+BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply, JobsKnown]
 WorkerToBroker = Union[
     Ready, Heartbeat, Started, Chunk, Done, JobFailed, Idle, AccountState, Goodbye
 ]

@@ -13,6 +13,8 @@ from bpool.protocol import (
     Assign,
     Assigned,
     Cancel,
+    JobsKnown,
+    JobsQuery,
     ChatMessage,
     Chunk,
     Disconnect,
@@ -615,3 +617,12 @@ def test_random_conversations_keep_the_invariants(seed):
     c = st.counters
     assert c["jobs_submitted"] == len(submitted)
     assert c["jobs_done"] + c["jobs_failed"] + c["cancelled"] == len(submitted)
+
+
+def test_jobs_query_answers_which_jobs_this_broker_holds():
+    h = Harness()
+    h.ready(b"w1")
+    h.submit("running")
+    h.submit("queued")
+    acts = h.f(JobsQuery(7, ("running", "queued", "from-the-old-broker")))
+    assert acts == [SendFront(FRONT, JobsKnown(7, ("running", "queued")))]

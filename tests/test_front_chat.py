@@ -18,7 +18,8 @@ from bpool.front.keys import LINK
 from bpool.front.settings import FrontSettings
 from bpool.http_front import make_app
 from bpool.protocol import (
-    Assigned, Cancel, Chunk, Done, Failed, PoolStatus, Submit, Usage, WorkerStatus,
+    Assigned, Cancel, Chunk, Done, Failed, JobsKnown, JobsQuery, PoolStatus, Submit, Usage,
+    WorkerStatus,
 )
 from conftest import ScriptedBroker, chat_body, read_sse
 
@@ -193,16 +194,27 @@ async def test_queue_wait_is_bounded(
     assert (await scripted_broker.expect(Cancel)).job_id == sub.job_id
 
 
-async def test_broker_restart_fails_in_flight_jobs(
+async def test_broker_restart_fails_only_the_jobs_the_new_broker_does_not_hold(
     front: Any, scripted_broker: ScriptedBroker
 ) -> None:
-    call = asyncio.create_task(front.post("/v1/chat/completions", json=chat_body()))
-    sub = await scripted_broker.expect(Submit)
-    scripted_broker.send(Assigned(sub.job_id, "alice"))
+    lost = asyncio.create_task(front.post("/v1/chat/completions", json=chat_body()))
+    lost_sub = await scripted_broker.expect(Submit)
+    scripted_broker.send(Assigned(lost_sub.job_id, "alice"))
+    kept = asyncio.create_task(front.post("/v1/chat/completions", json=chat_body()))
+    kept_sub = await scripted_broker.expect(Submit)
     scripted_broker.broker_id = "broker-2"  # the next Pong comes from "another" broker
-    resp = await asyncio.wait_for(call, 3)
+    query = await scripted_broker.expect(JobsQuery)
+    assert set(query.job_ids) == {lost_sub.job_id, kept_sub.job_id}
+    # The new broker holds the second job (its Submit reached it after the restart).
+    scripted_broker.send(JobsKnown(query.query_id, (kept_sub.job_id,)))
+    resp = await asyncio.wait_for(lost, 3)
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == "broker_lost"
+    assert not kept.done()
+    scripted_broker.send(Assigned(kept_sub.job_id, "bob"))
+    scripted_broker.send(Done(kept_sub.job_id))
+    resp = await asyncio.wait_for(kept, 3)
+    assert resp.status == 200 and resp.headers["x-bpool-profile"] == "bob"
 
 
 async def test_silent_broker_fails_in_flight_jobs_then_new_ones_fast(

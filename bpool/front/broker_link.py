@@ -19,7 +19,8 @@ import zmq
 from bpool import _zmq, protocol
 from bpool.openai_schema import ApiError
 from bpool.protocol import (
-    Assigned, BrokerToFront, Cancel, Chunk, Done, ErrorInfo, Failed, JobSpec, Ping, PoolStatus,
+    Assigned, BrokerToFront, Cancel, Chunk, Done, ErrorInfo, Failed, JobsKnown, JobsQuery, JobSpec,
+    Ping, PoolStatus,
     Pong, StatusQuery, StatusReply, Submit,
 )
 
@@ -76,6 +77,7 @@ class BrokerLink:
         self._readable: _zmq.Readable | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._was_lost = False
+        self._verifying: dict[int, set[str]] = {}  # JobsQuery id -> the jobs it asked about
 
     # -------------------------------------------------------------------- lifecycle
 
@@ -159,8 +161,11 @@ class BrokerLink:
 
     # -------------------------------------------------------------------- receiving
 
-    def _fail_all(self, info: ErrorInfo) -> None:
-        jobs, self.jobs = self.jobs, {}
+    def _fail_all(self, info: ErrorInfo, only: set[str] | None = None) -> None:
+        if only is None:
+            jobs, self.jobs = self.jobs, {}
+        else:
+            jobs = {j: self.jobs.pop(j) for j in only if j in self.jobs}
         for job_id, queue in jobs.items():
             queue.put_nowait(Failed(job_id, info))
             try:  # a broker that was only slow still holds the job: free its worker
@@ -174,11 +179,22 @@ class BrokerLink:
     def dispatch(self, msg: BrokerToFront) -> None:
         if isinstance(msg, Pong):
             if self.watch.on_pong(msg.broker_id, self.clock()):
+                # Jobs sent to the old broker died with it, but a Submit sent after the restart
+                # (before this Pong) is safe at the new one: ask which is which.
                 log.warning("the broker restarted (new id %s)", msg.broker_id)
-                self._fail_all(protocol.error("broker_lost", "The broker restarted mid-job"))
+                query = JobsQuery(next(self._ids), tuple(self.jobs))
+                try:
+                    self._send(query)
+                    self._verifying[query.query_id] = set(query.job_ids)
+                except zmq.ZMQError:
+                    self._fail_all(protocol.error("broker_lost", "The broker restarted mid-job"))
             if self._was_lost:
                 log.info("the broker answers again (id %s)", msg.broker_id)
                 self._was_lost = False
+        elif isinstance(msg, JobsKnown):
+            asked = self._verifying.pop(msg.query_id, set())
+            self._fail_all(protocol.error("broker_lost", "The broker restarted mid-job"),
+                           only=asked - set(msg.job_ids))
         elif isinstance(msg, StatusReply):
             fut = self.queries.get(msg.query_id)
             if fut is not None and not fut.done():
