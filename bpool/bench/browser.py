@@ -173,7 +173,7 @@ def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 
         print(f"time to first token: client p50 {ms(o['client_ttft'], 50):.1f} ms, simulator's own "
               f"p50 {ms(o['sim_ttft'], 50):.1f} ms -> added by bpool {added * 1e3:.1f} ms")
         mem = o["memory_kb"]
-        print(f"memory per browser worker (PSS, worker + its browser): "
+        print("memory per browser worker (PSS, worker + its browser): "
               + ", ".join(f"{m / 1024:.0f} MiB" for m in mem))
         print(f"pool scaling, simulator answering in a fixed {answer_s:g} s:")
         for n in ns:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 import time
 from pathlib import Path
