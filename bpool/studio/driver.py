@@ -408,14 +408,15 @@ class StudioDriver:
             if await self._js("reset", page_js.CLICK, self.t.new_chat_button):
                 deadline = time.monotonic() + 5.0
                 while time.monotonic() < deadline:
+                    # Short polls: this sits between a finished answer and the next job.
                     if await self._js("reset", page_js.CONFIRM_DISCARD,
                                       [self.t.dialog, self.t.discard_label]):
-                        await asyncio.sleep(0.05)
+                        await asyncio.sleep(0.01)
                         continue
                     probe = await self._probe("reset")
                     if probe.get("ready") and not probe.get("turns") and not probe.get("promptLength"):
                         return
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.02)
             log.info("New chat did not give an empty chat; reloading the new-chat page")
         except StepError as exc:
             log.info("reset by New chat failed (%s); reloading the new-chat page", exc)
