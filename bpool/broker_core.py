@@ -342,7 +342,7 @@ class BrokerCore:
         if self._workers and not self._any_model and not self._model_count.get(model):
             self.counters["jobs_failed"] += 1
             available = ", ".join(sorted(self._model_count)) or "none"
-            err = ErrorInfo("bad_request", f"model {model!r} is not served here; available: {available}", 404)
+            err = error("model_not_found", f"model {model!r} is not served here; available: {available}")
             acts.append(SendFront(front, Failed(msg.job_id, err)))
             return
         timeout = msg.queue_timeout_s

@@ -144,7 +144,10 @@ def parse_chat_request(body: bytes) -> ChatRequest:
 
 def _message_text(i: int, msg: RequestMessage) -> str:
     if msg.content is None:
-        return ""  # e.g. an assistant turn that only carried tool calls
+        if msg.role in ("assistant", "tool"):
+            return ""  # e.g. an assistant turn that only carried tool calls
+        raise ApiError(400, f"A '{msg.role}' message needs 'content'",
+                       param=f"messages[{i}].content", code="invalid_value")
     if isinstance(msg.content, str):
         return msg.content
     texts = []
@@ -165,6 +168,9 @@ def to_job_spec(req: ChatRequest) -> JobSpec:
         ChatMessage("system" if m.role == "developer" else m.role, _message_text(i, m))
         for i, m in enumerate(req.messages)
     )
+    if not any(m.content.strip() for m in messages if m.role != "assistant"):
+        raise ApiError(400, "The messages hold no text to send", param="messages",
+                       code="invalid_value")
     stop: tuple[str, ...] = ()
     if isinstance(req.stop, str):
         stop = (req.stop,)

@@ -97,6 +97,7 @@ class ErrorInfo(_Part):
 # the site (AI Studio / the simulator), or our own bug.
 ERROR_KINDS: dict[str, int] = {
     "bad_request": 400,  # client: the request cannot be served as asked
+    "model_not_found": 404,  # client: no worker of the pool serves that model
     "queue_full": 429,  # pool: too many requests waiting
     "queue_timeout": 503,  # pool: no worker became free before the deadline
     "no_workers": 503,  # pool: nobody registered can serve this model

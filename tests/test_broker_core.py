@@ -467,7 +467,7 @@ def test_model_routing():
     assert assigns(h.submit("j1", "gemini-b")) == [(b"ab", "j1")]
     assert assigns(h.submit("j2", "gemini-b")) == []  # a cannot serve it: wait for ab
     err = failures(h.submit("j3", "gpt-x"))["j3"]
-    assert (err.kind, err.status) == ("bad_request", 404)
+    assert (err.kind, err.status) == ("model_not_found", 404)
     assert "gpt-x" in err.message and "gemini-a" in err.message and "gemini-b" in err.message
     assert assigns(h.submit("j4", "gemini-a")) == [(b"a", "j4")]
     # Once ab is free it takes the first job it can serve.

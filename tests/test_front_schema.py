@@ -93,3 +93,23 @@ def test_job_spec_mapping() -> None:
     assert spec.stop == ("END",)
     assert to_job_spec(parse({"model": "m", "messages": USER, "stop": ["a", "b"]})).stop == (
         "a", "b")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("messages, param", [
+    ([{"role": "user", "content": None}], "messages[0].content"),
+    ([{"role": "user"}], "messages[0].content"),
+    ([{"role": "system", "content": ""}, {"role": "user", "content": "  "}], "messages"),
+])
+def test_messages_without_text_are_refused(messages, param) -> None:
+    req = parse_chat_request(json.dumps({"model": "m", "messages": messages}).encode())
+    with pytest.raises(ApiError) as info:
+        to_job_spec(req)
+    assert (info.value.status, info.value.param) == (400, param)
+
+
+def test_assistant_turn_without_content_is_accepted() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"},
+                                       {"role": "assistant", "content": None},
+                                       {"role": "user", "content": "again"}]}
+    spec = to_job_spec(parse_chat_request(json.dumps(body).encode()))
+    assert [m.content for m in spec.messages] == ["hi", "", "again"]
