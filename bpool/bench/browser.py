@@ -6,7 +6,9 @@
               byte for the same request (its /__sim/stats): what bpool adds
 3. memory     PSS of each browser worker: its Python process plus every browser process under it
 4. scaling    the simulator answers in a fixed 2 s; N = 1, 2, 4 browsers under 2N concurrent
-              clients; requests/s against the ideal N / 2
+              clients; requests/s against the ideal N / 2, in steady state (each browser has
+              served one warm-up request: the first request of a page selects the model, a
+              one-time page reload)
 """
 
 from __future__ import annotations
@@ -125,14 +127,15 @@ def measure_overhead(base: Path, requests: int) -> dict:
     timings = base / "timings.jsonl"
     sp = SimPool(base, 2, ["--tokens-per-s", "0", "--first-token-s", "0.2"], timings)
     try:
-        _post_stream(sp.pool.port)  # warm-up: first model selection, first page render
+        for _ in range(2):  # warm-up, one per worker (LRU): first model selection, first render
+            _post_stream(sp.pool.port)
         before = len(_sim_stats(sp.url)["requests"])
         client_ttft = [_post_stream(sp.pool.port)[0] for _ in range(requests)]
         records = _sim_stats(sp.url)["requests"][before:]
         memory = sp.memory_kb()
     finally:
         sp.close()
-    jobs = [json.loads(x) for x in timings.read_text().splitlines()][1:]
+    jobs = [json.loads(x) for x in timings.read_text().splitlines()][2:]
     submit = [j["started"] - j["received"] for j in jobs if j["started"]]
     idle = [j["idle"] - j["last_chunk"] for j in jobs if j["last_chunk"]]
     sim_ttft = [r["first_byte"] - r["start"] for r in records if r.get("first_byte")]
@@ -145,7 +148,8 @@ def measure_overhead(base: Path, requests: int) -> dict:
 def measure_scaling(base: Path, n: int, answer_s: float, rounds: int) -> dict:
     sp = SimPool(base, n, ["--answer-s", str(answer_s), "--first-token-s", "0.2"])
     try:
-        _post_stream(sp.pool.port)
+        for _ in range(n):  # warm every browser (LRU gives each one request): steady state only
+            _post_stream(sp.pool.port)
         total = rounds * n
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=2 * n) as ex:

@@ -363,7 +363,10 @@ class StudioDriver:
             idx = await self._js("click run", page_js.RUN_STATE, list(self.t.run_button))
             if idx >= 0:
                 async with self.step("click run"):
-                    await self.page.locator(self.t.run_button[idx]).first.click(timeout=5000)
+                    # RUN_STATE has just seen it enabled: skip the actionability waits (two
+                    # animation frames for "stable") but keep a real, trusted mouse click.
+                    await self.page.locator(self.t.run_button[idx]).first.click(timeout=5000,
+                                                                                  force=True)
                 return
             if time.monotonic() > deadline:
                 break
