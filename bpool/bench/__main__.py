@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     core.add_argument("--seconds", type=int, default=10, help="duration of each load run")
     br = sub.add_parser("browser", help="real Chromium workers against the simulator")
     br.add_argument("--requests", type=int, default=30)
-    br.add_argument("--rounds", type=int, default=6, help="scaling: requests per browser")
+    br.add_argument("--rounds", type=int, default=12, help="scaling: requests per browser")
     sub.add_parser("_echo").add_argument("endpoint")
     w = sub.add_parser("_worker")
     for name in ("endpoint", "profile", "chunks", "interval_s"):

@@ -164,7 +164,7 @@ def measure_scaling(base: Path, n: int, answer_s: float, rounds: int) -> dict:
 
 
 def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 2.0,
-         rounds: int = 6) -> int:
+         rounds: int = 12) -> int:
     with tempfile.TemporaryDirectory(prefix="bpool-bench-browser-") as tmp:
         o = measure_overhead(Path(tmp) / "overhead", requests)
         ms = lambda xs, q: percentile(xs, q) * 1e3  # noqa: E731
