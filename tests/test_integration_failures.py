@@ -114,3 +114,18 @@ async def test_rate_limited_worker_cools_down_and_its_job_moves(
     [limited] = [w for w in health["workers"] if w["profile_id"] == "limited"]
     assert limited["last_error"] and 0 < limited["cooldown_remaining_s"] <= 2
     await pool.await_states({"limited": "idle"}, timeout_s=6)
+
+
+async def test_worker_that_stops_heartbeating_is_expired(make_pool: PoolFactory,
+                                                         http: aiohttp.ClientSession) -> None:
+    # The process stays up and its socket open, but it never says anything unprompted: the
+    # broker must expire it by missed heartbeats alone (it re-registers afterwards, and is
+    # expired again, for as long as it stays silent).
+    pool = make_pool({"a": [], "mute": ["--no-heartbeat"]}, idle=1)
+    body = await pool.await_health(lambda b: b["counters"]["workers_expired"] >= 1,
+                                   timeout_s=10, what="the silent worker expired")
+    assert pool["worker-mute"].alive()
+    assert body["counters"]["workers_expired"] >= 1
+    for i in range(4):
+        status, headers, _ = await chat(http, pool, f"q{i}")
+        assert status == 200
