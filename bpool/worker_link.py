@@ -302,12 +302,13 @@ class _Link:
                     log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
                 self.abandon_job()
                 self.open()
-            if not self.stop.is_set() and now - self.last_send >= s.heartbeat_interval_s:
+            if now - self.last_send >= s.heartbeat_interval_s:
                 if not self.registered:
-                    if self.job is None:  # never re-register while a forgotten job still resets
+                    # Never re-register while a forgotten job still resets, nor when stopping.
+                    if self.job is None and not self.stop.is_set():
                         self.send_ready()
                 elif s.send_heartbeats:
-                    self.send(Heartbeat())
+                    self.send(Heartbeat())  # also while draining: a quiet job must not expire
             for frame in self.recv_all():
                 try:
                     msg = self.dec.decode(frame)

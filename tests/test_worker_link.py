@@ -254,3 +254,22 @@ async def test_timings_file_records_phases_in_order(broker, endpoint, tmp_path):
     (line,) = [json.loads(x) for x in path.read_text().splitlines()]
     assert (line["job_id"], line["outcome"]) == ("j1", "Done")
     assert 0 < line["received"] <= line["started"] <= line["first_chunk"] <= line["last_chunk"] <= line["idle"]
+
+
+async def test_a_draining_worker_keeps_heartbeating(broker, endpoint):
+    backend = ScriptedBackend(chunks=1)
+    backend.gate.clear()  # the job is silent: no chunk until the gate opens
+    stop, task = await start(backend, endpoint)
+    ident, _ = await broker.recv()
+    await broker.send(ident, p.Assign("j1", SPEC))
+    await asyncio.wait_for(backend.running.wait(), 5)
+    stop.set()
+    _, bye = await broker.recv()
+    assert isinstance(bye, p.Goodbye)
+    beats = 0
+    while beats < 3:  # interval 0.1 s: three beats while the job is still silent
+        _, msg = await broker.recv(skip_heartbeats=False)
+        assert isinstance(msg, p.Heartbeat), msg
+        beats += 1
+    backend.gate.set()
+    assert await asyncio.wait_for(task, 5) == 0
