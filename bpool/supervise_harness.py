@@ -34,6 +34,7 @@ import aiohttp
 from supervisor.xmlrpc import SupervisorTransport
 
 from bpool.config import REPO_ROOT
+from bpool.studio import procs
 from bpool.testing.pool import free_port
 
 T = TypeVar("T")
@@ -46,37 +47,16 @@ class HarnessTimeout(AssertionError):
 
 def marked_pids(marker: str) -> list[int]:
     """Live processes whose environment contains the entry `marker` (never this process)."""
-    needle = marker.encode()
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    out.append(int(name))
-        except OSError:
-            pass
-    return out
+    return procs.pids_with_env(marker.encode().__eq__)
 
 
 def browser_pids(run_dir: Path, profile: str | None = None) -> list[int]:
     """Processes a browser worker launched for `profile` (any profile if None): they carry
     BPOOL_BROWSER_OWNER=<run dir>/browsers/<profile> (bpool.studio.procs)."""
-    prefix = f"BPOOL_BROWSER_OWNER={run_dir}/browsers/".encode()
-    exact = prefix + profile.encode() if profile else None
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                entries = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(e == exact if exact else e.startswith(prefix) for e in entries):
-            out.append(int(name))
-    return out
+    if profile is not None:
+        return procs.find_tagged(str(run_dir / "browsers" / profile))
+    prefix = f"{procs.OWNER_ENV}={run_dir}/browsers/".encode()
+    return procs.pids_with_env(lambda entry: entry.startswith(prefix))
 
 
 class SupervisedPool:

@@ -20,29 +20,32 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger("bpool.procs")
 
 OWNER_ENV = "BPOOL_BROWSER_OWNER"
 
 
-def _environ_has(pid: int, needle: bytes) -> bool:
+def _environ(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return needle in f.read().split(b"\0")
+            return f.read().split(b"\0")
     except OSError:  # gone, or not ours to read
-        return False
+        return []
+
+
+def pids_with_env(match: Callable[[bytes], bool]) -> list[int]:
+    """Pids of live processes (never our own) with an environment entry `match` accepts."""
+    me = os.getpid()
+    return [int(name) for name in os.listdir("/proc")
+            if name.isdigit() and int(name) != me and any(map(match, _environ(int(name))))]
 
 
 def find_tagged(tag: str) -> list[int]:
     """Pids of live processes whose environment carries OWNER_ENV=tag (never our own)."""
     needle = f"{OWNER_ENV}={tag}".encode()
-    me = os.getpid()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != me and _environ_has(int(name), needle):
-            found.append(int(name))
-    return found
+    return pids_with_env(needle.__eq__)
 
 
 def pgid_of(pid: int) -> int | None:
