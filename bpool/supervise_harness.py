@@ -35,7 +35,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from bpool.config import REPO_ROOT
 from bpool.studio import procs
-from bpool.testing.pool import free_port
+from bpool.testing.pool import free_port, poll_until
 
 T = TypeVar("T")
 _DROP = ("BPOOL_", "BROWSER_PROFILE_DIR", "ACTIVE_AUTH_JSON_PATH")
@@ -200,15 +200,8 @@ class SupervisedPool:
 
     def wait_until(self, check: Callable[[], T | None], timeout_s: float, what: str,
                    interval_s: float = 0.05) -> T:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise HarnessTimeout(f"timed out after {timeout_s} s waiting for {what}\n"
-                                     f"{self.diagnostics()}")
-            time.sleep(interval_s)
+        return poll_until(check, timeout_s, what, lambda msg: HarnessTimeout(
+            f"{msg}\n{self.diagnostics()}"), interval_s)
 
     def health(self) -> dict[str, Any] | None:
         try:

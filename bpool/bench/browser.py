@@ -4,7 +4,7 @@
               job received -> prompt submitted, and last token -> idle again (page reset)
 2. ttft       time to first token seen by an HTTP client, minus the simulator's own time to first
               byte for the same request (its /__sim/stats): what bpool adds
-3. memory     PSS of each browser worker: its Python process plus every browser process under it
+3. memory     PSS of each browser worker: its Python process plus every process under it
 4. scaling    the simulator answers in a fixed 2 s; N = 1, 2, 4 browsers under 2N concurrent
               clients; requests/s against the ideal N / 2, in steady state (each browser has
               served one warm-up request: the first request of a page selects the model, a
@@ -24,7 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bpool.bench.procs import percentile
+from bpool.bench.core import percentile
+from bpool.studio import procs
 from bpool.testing.pool import Pool
 
 PROMPT = "Tell me about queues."
@@ -70,12 +71,8 @@ def _pss_kb(pid: int) -> int:
 def _descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
+        if entry.isdigit() and (st := procs.proc_stat(int(entry))) is not None:
+            children.setdefault(st[1], []).append(int(entry))
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -111,6 +108,8 @@ class SimPool:
         self.pool.wait_idle(n, timeout_s=120)
 
     def memory_kb(self) -> list[int]:
+        """Each worker process and its whole process tree (by parent pid: Chromium's zygote and
+        renderers do not all keep the environment tag that bpool.studio.procs looks for)."""
         return [sum(_pss_kb(p) for p in _descendants(self.pool[f"browser-acct{i}"].pid))
                 for i in range(self.n)]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import zmq
 
 from bpool import _zmq, protocol as p
-from bpool.bench.procs import Procs, free_port, percentile, ready_workers, wait_for
+from bpool.testing.pool import Pool, free_port
 
 PAYLOAD = b"x" * 200
 CHAT_BODY = json.dumps(
@@ -122,15 +122,16 @@ def hello_server(port: int) -> int:
 # ------------------------------------------------------------------ measurements
 
 
-def measure_floor(run: Path, n: int, procs: Procs, via_relay: bool = False) -> dict:
+def measure_floor(pool: Pool, n: int, via_relay: bool = False) -> dict:
+    run = pool.run_dir
     ep = f"ipc://{run}/echo.sock"
-    procs.start("echo", "-m", "bpool.bench", "_echo", ep)
+    pool.start_module("echo", "bpool.bench", "_echo", ep)
     if via_relay:
-        procs.start("relay", "-m", "bpool.bench", "_relay", f"ipc://{run}/relay.sock", ep)
+        pool.start_module("relay", "bpool.bench", "_relay", f"ipc://{run}/relay.sock", ep)
         ep = f"ipc://{run}/relay.sock"
     ctx = zmq.Context.instance()
     sock = _zmq.dealer(ctx, ep)
-    wait_for(lambda: _try_roundtrip(sock), 10, "echo server")
+    pool.wait_until(lambda: _try_roundtrip(sock), 10, "echo server")
     lat = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -164,10 +165,11 @@ def _windowed(sock, send, recv_one_done, n: int, window: int = 32) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def measure_broker(run: Path, n: int, procs: Procs, workers: int = 4) -> dict:
-    procs.start("broker", "-m", "bpool.broker")
+def measure_broker(pool: Pool, n: int, workers: int = 4) -> dict:
+    run = pool.run_dir
+    pool.start_broker()
     for i in range(workers):
-        procs.start(f"raw{i}", "-m", "bpool.bench", "_worker", f"ipc://{run}/workers.sock",
+        pool.start_module(f"raw{i}", "bpool.bench", "_worker", f"ipc://{run}/workers.sock",
                     f"raw{i}", "1", "0")
     ctx = zmq.Context.instance()
     sock = _zmq.dealer(ctx, f"ipc://{run}/front.sock")
@@ -193,7 +195,7 @@ def measure_broker(run: Path, n: int, procs: Procs, workers: int = 4) -> dict:
         reply = dec.decode(sock.recv())
         return sum(w.state == "idle" for w in reply.status.workers)
 
-    wait_for(lambda: status_workers() == workers, 15, f"{workers} raw workers")
+    pool.wait_until(lambda: status_workers() == workers, 15, f"{workers} raw workers")
     lat = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -204,6 +206,20 @@ def measure_broker(run: Path, n: int, procs: Procs, workers: int = 4) -> dict:
     rps = _windowed(sock, submit, finished, n)
     sock.close()
     return _stats(f"broker: submit -> raw worker -> done ({workers} workers)", lat, rps)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(_http_sequential(port, 1))
+    except OSError:  # not listening yet
+        return False
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def _http_sequential(port: int, n: int, path: str = "/v1/chat/completions") -> list[float]:
@@ -253,20 +269,21 @@ def _wrk_ms(text: str) -> float:
     raise ValueError(text)
 
 
-def measure_http(run: Path, n: int, procs: Procs, seconds: int, workers: int = 3) -> list[dict]:
+def measure_http(pool: Pool, n: int, seconds: int, workers: int = 3) -> list[dict]:
+    run = pool.run_dir
     results = []
     hello_port = free_port()
-    procs.start("hello", "-m", "bpool.bench", "_hello", str(hello_port))
-    wait_for(lambda: _http_sequential(hello_port, 1) is not None, 15, "hello server")
+    pool.start_module("hello", "bpool.bench", "_hello", str(hello_port))
+    pool.wait_until(lambda: _answers(hello_port), 15, "hello server")
     results.append(_http_row("ceiling: aiohttp hello-world", hello_port, n, seconds, run))
 
-    port = free_port()
-    procs.start("broker", "-m", "bpool.broker")
-    procs.start("front", "-m", "bpool.http_front", "--port", str(port))
+    port = pool.port
+    pool.start_broker()
+    pool.start_front()
     for i in range(workers):
-        procs.start(f"fake{i}", "-m", "bpool.testing.fake_worker", "--profile-id", f"fake{i}",
-                    "--latency-s", "0", "--chunks", "1", "--chunk-interval-s", "0")
-    wait_for(lambda: ready_workers(port) == workers, 20, f"{workers} fake workers")
+        pool.start_fake_worker(f"fake{i}", "--latency-s", "0", "--chunks", "1",
+                               "--chunk-interval-s", "0")
+    pool.wait_idle(workers)
     results.append(
         _http_row(f"full path: HTTP -> front -> broker -> fake worker ({workers})", port, n,
                   seconds, run)
@@ -283,12 +300,13 @@ def _http_row(name: str, port: int, n: int, seconds: int, run: Path) -> dict:
     return row
 
 
-def measure_stream(run: Path, procs: Procs, chunks: int, interval_s: float, reqs: int) -> dict:
-    port = free_port()
-    procs.start("front", "-m", "bpool.http_front", "--port", str(port))
-    procs.start("raw-stream", "-m", "bpool.bench", "_worker", f"ipc://{run}/workers.sock",
+def measure_stream(pool: Pool, chunks: int, interval_s: float, reqs: int) -> dict:
+    port = pool.port
+    pool.start_broker()
+    pool.start_front()
+    pool.start_module("raw-stream", "bpool.bench", "_worker", f"ipc://{pool.run_dir}/workers.sock",
                 "stream", str(chunks), str(interval_s))
-    wait_for(lambda: ready_workers(port) >= 1, 20, "streaming worker")
+    pool.wait_idle(1)
     body = json.dumps({"model": "bench", "stream": True,
                        "messages": [{"role": "user", "content": "ping"}]}).encode()
     delays = []
@@ -320,20 +338,18 @@ def run_core(n: int = 2000, seconds: int = 10) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bpool-bench-") as tmp:
         base = Path(tmp)
         for stage in ("floor", "relay", "broker", "http", "stream"):
-            run = base / stage
-            run.mkdir(mode=0o700)
-            with Procs(run, env={"BPOOL_QUEUE_TIMEOUT_S": "30", "BPOOL_MAX_QUEUE": "10000"}) as procs:
+            env = {"BPOOL_QUEUE_TIMEOUT_S": "30", "BPOOL_MAX_QUEUE": "10000"}
+            with Pool(base / stage, env=env) as pool:
                 if stage == "floor":
-                    rows.append(measure_floor(run, n, procs))
+                    rows.append(measure_floor(pool, n))
                 elif stage == "relay":
-                    rows.append(measure_floor(run, n, procs, via_relay=True))
+                    rows.append(measure_floor(pool, n, via_relay=True))
                 elif stage == "broker":
-                    rows.append(measure_broker(run, n, procs))
+                    rows.append(measure_broker(pool, n))
                 elif stage == "http":
-                    rows.extend(measure_http(run, n // 2, procs, seconds))
+                    rows.extend(measure_http(pool, n // 2, seconds))
                 else:
-                    procs.start("broker", "-m", "bpool.broker")
-                    rows.append(measure_stream(run, procs, chunks=50, interval_s=0.005, reqs=20))
+                    rows.append(measure_stream(pool, chunks=50, interval_s=0.005, reqs=20))
     return rows
 
 

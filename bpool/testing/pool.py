@@ -45,6 +45,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def poll_until(check: Callable[[], T | None], timeout_s: float, what: str,
+               failure: Callable[[str], Exception], interval_s: float = 0.05) -> T:
+    """Call `check` until it returns something truthy and return that; past the deadline raise
+    `failure("timed out after ... waiting for <what>")`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise failure(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
 @dataclass
 class Proc:
     name: str
@@ -239,15 +253,8 @@ class Pool:
     def wait_until(self, check: Callable[[], T | None], timeout_s: float, what: str,
                    interval_s: float = 0.05) -> T:
         """Poll `check` until it returns something truthy; PoolTimeout (with log tails) if not."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise PoolTimeout(f"timed out after {timeout_s} s waiting for {what}\n"
-                                  f"{self.log_tails()}")
-            time.sleep(interval_s)
+        return poll_until(check, timeout_s, what, lambda msg: PoolTimeout(
+            f"{msg}\n{self.log_tails()}"), interval_s)
 
     def wait_health(self, check: Callable[[dict[str, Any]], bool], timeout_s: float = 15.0,
                     what: str = "a /health condition") -> dict[str, Any]:
