@@ -24,8 +24,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import xmlrpc.client
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -35,6 +33,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from bpool.config import REPO_ROOT
 from bpool.studio import procs
+from bpool.supervise_wait import fetch_health
 from bpool.testing.pool import free_port, poll_until
 
 T = TypeVar("T")
@@ -204,17 +203,7 @@ class SupervisedPool:
             f"{msg}\n{self.diagnostics()}"), interval_s)
 
     def health(self) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(self.base_url + "/health", timeout=3) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as exc:
-            body = exc.read()
-        except OSError:
-            return None
-        try:
-            return json.loads(body)
-        except ValueError:
-            return None
+        return fetch_health(self.base_url + "/health")
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """profile → its /health entry (the last one when a profile has two incarnations)."""

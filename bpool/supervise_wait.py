@@ -86,8 +86,9 @@ def health_url() -> str:
     return f"http://{host}:{env_int('BPOOL_PORT', 2048)}/health"
 
 
-def fetch_workers(url: str) -> list[dict[str, Any]] | None:
-    """/health's workers; it answers 503 (still with the list) when nobody is idle or busy."""
+def fetch_health(url: str) -> Any:
+    """/health's JSON, also from a 503 (it still carries the pool details); None if unreachable
+    or not JSON."""
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:
             body = resp.read()
@@ -96,9 +97,15 @@ def fetch_workers(url: str) -> list[dict[str, Any]] | None:
     except OSError:
         return None
     try:
-        workers = json.loads(body).get("workers")
-    except (ValueError, AttributeError):
+        return json.loads(body)
+    except ValueError:
         return None
+
+
+def fetch_workers(url: str) -> list[dict[str, Any]] | None:
+    """/health's workers; it answers 503 (still with the list) when nobody is idle or busy."""
+    body = fetch_health(url)
+    workers = body.get("workers") if isinstance(body, dict) else None
     return workers if isinstance(workers, list) else None
 
 
