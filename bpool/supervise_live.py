@@ -123,27 +123,27 @@ def apply(proxy: Any, run_dir: Path) -> Applied:
     """Reread the configuration and apply the changes of generated programs only."""
     [[added, changed, removed]] = proxy.supervisor.reloadConfig()
     out = Applied(others=sorted(n for n in added + changed + removed if not is_managed(n)))
+
+    def each(names: list[str], step: Callable[[str], None], done: list[str]) -> None:
+        for name in sorted(n for n in names if is_managed(n)):
+            try:
+                step(name)
+                done.append(name)
+            except xmlrpc.client.Fault as f:
+                out.errors.append(f"{name}: {f.faultString}")
+
+    def replace(name: str) -> None:
+        _stop_and_remove(proxy, name)
+        proxy.supervisor.addProcessGroup(name)
+
+    def remove(name: str) -> None:
+        _stop_and_remove(proxy, name)
+        reap_browsers(run_dir, name)
+
     # New capacity first, then replacements, then removals (which wait for their drain).
-    for name in sorted(n for n in added if is_managed(n)):
-        try:
-            proxy.supervisor.addProcessGroup(name)
-            out.started.append(name)
-        except xmlrpc.client.Fault as f:
-            out.errors.append(f"{name}: {f.faultString}")
-    for name in sorted(n for n in changed if is_managed(n)):
-        try:
-            _stop_and_remove(proxy, name)
-            proxy.supervisor.addProcessGroup(name)
-            out.replaced.append(name)
-        except xmlrpc.client.Fault as f:
-            out.errors.append(f"{name}: {f.faultString}")
-    for name in sorted(n for n in removed if is_managed(n)):
-        try:
-            _stop_and_remove(proxy, name)
-            out.stopped.append(name)
-            reap_browsers(run_dir, name)
-        except xmlrpc.client.Fault as f:
-            out.errors.append(f"{name}: {f.faultString}")
+    each(added, proxy.supervisor.addProcessGroup, out.started)
+    each(changed, replace, out.replaced)
+    each(removed, remove, out.stopped)
     return out
 
 
