@@ -289,6 +289,17 @@ async def stream_chat(base_url: str, prompt: str, *, model: str = "gemini-2.5-fl
     return res
 
 
+async def serving_again(pool: SupervisedPool, deadline_s: float,
+                        interval_s: float = 0.05) -> ChatResult:
+    """Send requests one after another until one succeeds (or the deadline passes)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        res = await stream_chat(pool.base_url, "are you back?", timeout_s=deadline_s)
+        if res.ok or time.monotonic() > end:
+            return res
+        await asyncio.sleep(interval_s)
+
+
 async def steady_load(base_url: str, clients: int, stop: asyncio.Event, prompt: str = "hi",
                       results: list[ChatResult] | None = None, **kw: Any) -> list[ChatResult]:
     """`clients` concurrent streamed requests, each client starting its next one as soon as the

@@ -18,7 +18,9 @@ from typing import Iterator
 
 import pytest
 
-from bpool.supervise_harness import ChatResult, SupervisedPool, steady_load, stream_chat
+from bpool.supervise_harness import (
+    SupervisedPool, serving_again, steady_load, stream_chat,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -185,21 +187,11 @@ async def test_broker_restarts_on_its_own_and_workers_reregister(pool: Supervise
     before = pool.infos()
     killed_at = time.monotonic()
     os.kill(before["broker"]["pid"], signal.SIGKILL)
-    res = await serving_again(pool, deadline_s=5)
+    res = await serving_again(pool, deadline_s=5, interval_s=0.1)
     assert res.ok, res
     assert pool.infos()["broker"]["pid"] not in (0, before["broker"]["pid"])
     assert res.ended_at - killed_at < 5
     untouched(pool, before, ["front", "browser-alice", "browser-bob"])
-
-
-async def serving_again(pool: SupervisedPool, deadline_s: float) -> ChatResult:
-    """Send requests one after another until one succeeds (or the deadline passes)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        res = await stream_chat(pool.base_url, "are you back?", timeout_s=deadline_s)
-        if res.ok or time.monotonic() > end:
-            return res
-        await asyncio.sleep(0.1)
 
 
 def test_a_worker_that_crashes_at_start_backs_off_then_gives_up(pool: SupervisedPool) -> None:

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 import pytest
 
 from bpool.supervise_harness import (
-    ChatResult, SupervisedPool, browser_pids, one_stream_each, steady_load, stream_chat,
+    ChatResult, SupervisedPool, browser_pids, one_stream_each, serving_again, steady_load,
+    stream_chat,
 )
 
 pytestmark = pytest.mark.timeout(150)
@@ -72,15 +73,6 @@ async def served_by(pool: SupervisedPool, profile: str, timeout_s: float = 30) -
         if mine is not None:
             return mine
     raise AssertionError(f"{profile} served nothing within {timeout_s} s\n{pool.diagnostics()}")
-
-
-async def serving_again(pool: SupervisedPool, deadline_s: float) -> ChatResult:
-    end = time.monotonic() + deadline_s
-    while True:
-        res = await stream_chat(pool.base_url, "are you back?", timeout_s=deadline_s)
-        if res.ok or time.monotonic() > end:
-            return res
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------- the tests
