@@ -756,5 +756,5 @@ def test_browser_proc_unreachable_studio_exits_1_and_leaves_no_browser(sim, tmp_
     assert r.returncode == 1, r.stderr
     assert "could not open the studio" in r.stderr and "open page" in r.stderr
     assert "Traceback" not in r.stderr
-    assert list((run_dir / "snapshots" / "alice").glob("*open-page.png"))
+    assert list((run_dir / "snapshots" / "alice").glob("*open-page.png")), r.stderr
     assert procs.find_tagged(str(run_dir / "browsers" / "alice")) == []

@@ -18,13 +18,26 @@ from bpool import config
 log = logging.getLogger("bpool.driver")
 
 
+async def _screenshot(page: Any, path: Path, attempts: int = 3) -> None:
+    """Chromium sometimes refuses to capture a page that has just turned into its own error page
+    ("Unable to capture screenshot"); a moment later it can."""
+    for attempt in range(attempts):
+        try:
+            await page.screenshot(path=str(path))
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def save_snapshot(page: Any, directory: Path, step: str, keep: int = 20) -> Path | None:
     """Save both files; returns their common stem, or None. Never raises."""
     try:
         d = config.ensure_private_dir(directory)
         stem = d / (time.strftime("%Y%m%d-%H%M%S") + "-" + re.sub(r"\W+", "-", step).strip("-"))
         async with asyncio.timeout(15):
-            await page.screenshot(path=str(stem.with_suffix(".png")))
+            await _screenshot(page, stem.with_suffix(".png"))
             stem.with_suffix(".html").write_text(await page.content(), encoding="utf-8")
         for html in sorted(d.glob("*.html"))[:-keep]:
             html.unlink(missing_ok=True)
