@@ -1,20 +1,224 @@
-"""Settings shared by every bpool process, read from `BPOOL_*` environment variables.
+"""The one registry of bpool's settings and the one logging setup, shared by every process.
 
-Each process has one settings object built by `from_env()`; command-line flags override fields.
+Every environment variable bpool reads is declared once in `REGISTRY` below, with its type (and
+constraints), default, unit and one line of meaning; the README's configuration table is generated
+from it (`python -m bpool.ops.cli config-table`) and a test fails when the two differ. A process
+builds its settings object with `build(SettingsStruct, overrides)`: each field of the msgspec
+Struct names its variable in `ENV`, values come from the environment (converted and checked by
+msgspec), and command-line flags override them in one way only (a flag that was given, i.e. not
+None, wins). A bad value raises `ConfigError` naming the variable and the reason; entry points turn
+it into one line on stderr and exit `EX_CONFIG` (78), which supervisord is told not to retry.
+
 Durations are floats in seconds and end in `_s`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar
+
+import msgspec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+EX_CONFIG = 78  # sysexits.h: a configuration error; restarting cannot help
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
+class ConfigError(Exception):
+    """A setting has a value bpool cannot use; the message names the variable and the reason."""
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    type: Any
+    default: Any
+    meaning: str
+    unit: str = ""
+    group: str = "pool"
+    shown_default: str = ""  # how the README shows a default that depends on other settings
+
+
+def _vars(*entries: Var) -> dict[str, Var]:
+    return {v.name: v for v in entries}
+
+
+# fmt: off
+REGISTRY: dict[str, Var] = _vars(
+    # -- every process
+    Var("BPOOL_RUN_DIR", str, "", "private directory (0700) for sockets, logs, snapshots, browser profiles", group="pool", shown_default="run/"),
+    Var("BPOOL_LOG_LEVEL", LogLevel, "INFO", "log level of every process (cookie values and API keys are never logged)"),
+    Var("BPOOL_LOG_FORMAT", Literal["text", "json"], "text", "`json`: one JSON object per line (ts, level, process, profile, event, request_id, job_id)"),
+    Var("BPOOL_HEARTBEAT_INTERVAL_S", Positive, 1.0, "heartbeat period between broker and its peers", "s"),
+    Var("BPOOL_HEARTBEAT_LIVENESS", Count, 3, "a peer silent for interval × liveness is dead", "beats"),
+    Var("BPOOL_DRAIN_TIMEOUT_S", NonNegative, 30.0, "how long a stopping worker (or front) may finish its current request", "s"),
+    Var("BPOOL_QUEUE_TIMEOUT_S", Positive, 60.0, "how long a request may wait for a free browser (then 503 with `Retry-After`)", "s"),
+    # -- the HTTP front
+    Var("BPOOL_HOST", str, "127.0.0.1", "where the HTTP front listens", group="front"),
+    Var("BPOOL_PORT", Port, 2048, "port of the HTTP front", group="front"),
+    Var("BPOOL_API_KEYS", str, "", "comma-separated API keys; none configured = open (a warning at start)", group="front"),
+    Var("BPOOL_API_KEYS_FILE", str, "", "file with one API key per line (`#` comments)", group="front"),
+    Var("BPOOL_MAX_BODY_BYTES", Count, 10 * 1024 * 1024, "request body limit (413 above it)", "bytes", group="front"),
+    Var("BPOOL_JOB_TIMEOUT_S", Positive, 900.0, "the front's limit once a browser holds the request (then 504)", "s", group="front"),
+    Var("BPOOL_STATUS_TIMEOUT_S", Positive, 2.0, "how long `/health` waits for the broker's status", "s", group="front"),
+    # -- the broker
+    Var("BPOOL_MAX_QUEUE", NonNegativeInt, 256, "how many requests may wait (then 429 with `Retry-After`)", "requests", group="broker"),
+    Var("BPOOL_COOLDOWN_S", Positive, 60.0, "cool-down of a rate-limited account when the page gives no time", "s", group="broker"),
+    Var("BPOOL_PAUSE_S", Positive, 1800.0, "how long an account refused with a permission / bot check stays out of rotation", "s", group="broker"),
+    Var("BPOOL_BROKER_FRONT", str, "", "the broker's front-side endpoint", group="broker", shown_default="ipc://<run dir>/front.sock"),
+    Var("BPOOL_BROKER_WORKERS", str, "", "the broker's worker-side endpoint (a worker on another host sets it to the tcp address)", group="broker", shown_default="ipc://<run dir>/workers.sock"),
+    Var("BPOOL_BROKER_TCP", str, "", "also listen for workers on this tcp endpoint (CURVE only; docs/operations.md)", group="broker"),
+    Var("BPOOL_CURVE_DIR", str, "", "where CURVE key pairs live", group="broker", shown_default="<run dir>/curve"),
+    Var("BPOOL_CURVE_SERVER_KEY", str, "", "the broker's public key file (a worker on another host)", group="broker"),
+    Var("BPOOL_CURVE_CLIENT_KEY", str, "", "this worker's secret key file (a worker on another host)", group="broker"),
+    # -- browser workers
+    Var("BPOOL_BROWSER", Literal["auto", "camoufox", "chromium"], "auto", "`auto`: Camoufox if its browser is installed, else Chromium", group="worker"),
+    Var("BPOOL_CHROMIUM_PATH", str, "/usr/bin/chromium", "the Chromium binary", group="worker"),
+    Var("BPOOL_HEADLESS", bool, True, "`0` shows the browser windows", group="worker"),
+    Var("BPOOL_LAUNCH_TIMEOUT_S", Positive, 60.0, "how long a browser may take to start", "s", group="worker"),
+    Var("BPOOL_STUDIO_URL", str, "https://aistudio.google.com", "the site the workers drive (the simulator's URL in demo mode)", group="worker"),
+    Var("BPOOL_TEMPORARY_CHAT", bool, True, "turn the page's temporary chat on so prompts are not saved to the account", group="worker"),
+    Var("BPOOL_STEP_TIMEOUT_S", Positive, 30.0, "limit of one page step (click, fill, read)", "s", group="worker"),
+    Var("BPOOL_NAVIGATION_TIMEOUT_S", Positive, 60.0, "limit of a page load", "s", group="worker"),
+    Var("BPOOL_FIRST_CHUNK_TIMEOUT_S", Positive, 180.0, "prompt sent → first piece of the answer", "s", group="worker"),
+    Var("BPOOL_STREAM_IDLE_TIMEOUT_S", Positive, 120.0, "silence allowed between pieces of an answer", "s", group="worker"),
+    Var("BPOOL_ANSWER_TIMEOUT_S", Positive, 900.0, "limit of a whole answer", "s", group="worker"),
+    Var("BPOOL_RATE_LIMIT_COOLDOWN_S", Positive, 300.0, "cool-down after a burst limit (\"too many requests\")", "s", group="worker"),
+    Var("BPOOL_QUOTA_COOLDOWN_S", Positive, 4 * 3600.0, "cool-down after \"exceeded quota\" when the reset time is unknown", "s", group="worker"),
+    Var("BPOOL_TIMINGS_FILE", str, "", "append per-job phase timings (JSON lines) here; used by `bench browser`", group="worker"),
+    Var("BPOOL_BROWSER_OWNER", str, "", "set by a worker for the browsers it launches, so a restart can reap them (internal)", group="worker"),
+    # -- operating (supervisord, profiles)
+    Var("BROWSER_PROFILE_DIR", str, "", "where cookie files are read from (`--auth-directory` overrides)", group="ops", shown_default="cookies/"),
+    Var("ACTIVE_AUTH_JSON_PATH", str, "", "old single-file form of `BROWSER_PROFILE_DIR` (still read, with a warning)", group="ops"),
+    Var("BPOOL_SIMULATOR", Literal["auto", "on", "off"], "auto", "`auto`: run the simulator (demo mode) only when there is no cookie file", group="ops"),
+    Var("BPOOL_SUPERVISORD_CONF", str, "", "the supervisord.conf the `bpool` command operates", group="ops", shown_default="supervisord.conf"),
+    Var("BPOOL_WORKER_CMD", str, "", "command that replaces `python -m bpool.browser_proc` in generated programs (tests)", group="ops"),
+    # -- the studio simulator
+    Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
+    Var("BPOOL_SIM_PORT", Port, 9223, "simulator port (0 = any free port)", group="sim"),
+    Var("BPOOL_SIM_DIR", str, "", "simulator state (accounts, bound URL)", group="sim", shown_default="<run dir>/sim"),
+)
+# fmt: on
+
+
+def default(name: str) -> Any:
+    """The registered default of a variable (for struct field defaults: one place only)."""
+    return REGISTRY[name].default
+
+
+def value(name: str, env: Mapping[str, str] | None = None) -> Any:
+    """The variable's value from the environment, converted and checked; its default if unset."""
+    var = REGISTRY[name]
+    raw = (os.environ if env is None else env).get(name)
+    if raw is None or raw.strip() == "":
+        return var.default
+    return _convert(var, raw.strip())
+
+
+def _convert(var: Var, raw: Any) -> Any:
+    if var.type is bool and isinstance(raw, str):
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{var.name}={raw!r}: use 1 or 0")
+    try:
+        return msgspec.convert(raw, var.type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{var.name}={raw!r}: {_reason(exc)}") from None
+
+
+def _reason(exc: msgspec.ValidationError) -> str:
+    text = str(exc).split(" - at ")[0]
+    if text.endswith("got `str`"):  # lax conversion failed: say it in words
+        return {"Expected `int`": "not an integer", "Expected `float`": "not a number"}.get(
+            text.split(",")[0], text)
+    return text
+
+
+S = TypeVar("S")
+
+
+def build(cls: type[S], overrides: Mapping[str, Any] | None = None,
+          env: Mapping[str, str] | None = None) -> S:
+    """Settings struct `cls` from its variables (`cls.ENV`: field -> variable), then `overrides`
+    (command-line flags; None means "not given") on top. ConfigError names what is wrong."""
+    mapping: Mapping[str, str] = getattr(cls, "ENV")
+    values: dict[str, Any] = {}
+    for fname, vname in mapping.items():
+        raw = (os.environ if env is None else env).get(vname)
+        if raw is not None and raw.strip() != "":
+            values[fname] = _convert(REGISTRY[vname], raw.strip())
+    for fname, given in (overrides or {}).items():
+        if given is not None and fname in getattr(cls, "__struct_fields__", ()):
+            values[fname] = given
+    try:
+        return msgspec.convert(values, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        where = text.rsplit("$.", 1)[-1] if "$." in text else ""
+        field_name = where.split(".")[0].split("[")[0]
+        name = mapping.get(field_name, f"--{field_name.replace('_', '-')}") if field_name else cls.__name__
+        raise ConfigError(f"{name}: {_reason(exc)}") from None
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of process settings: fields with registered defaults, `ENV` maps field -> variable."""
+
+    ENV: ClassVar[dict[str, str]] = {}
+
+
+# ------------------------------------------------------------------------------ shared values
+
+
+def run_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the pool's ipc sockets, logs and snapshots live (`BPOOL_RUN_DIR`, default `run/`)."""
+    return Path(value("BPOOL_RUN_DIR", env) or REPO_ROOT / "run").resolve()
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (mode 0700) if needed; tighten it if it exists with wider permissions."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def front_endpoint(rd: Path | None = None) -> str:
+    """The broker's front-side ROUTER (the HTTP front connects here)."""
+    return value("BPOOL_BROKER_FRONT") or f"ipc://{(rd or run_dir()) / 'front.sock'}"
+
+
+def worker_endpoint(rd: Path | None = None) -> str:
+    """The broker's worker-side ROUTER (browser and fake workers connect here)."""
+    return value("BPOOL_BROKER_WORKERS") or f"ipc://{(rd or run_dir()) / 'workers.sock'}"
+
+
+def heartbeat_interval_s() -> float:
+    return value("BPOOL_HEARTBEAT_INTERVAL_S")
+
+
+def heartbeat_liveness() -> int:
+    return value("BPOOL_HEARTBEAT_LIVENESS")
+
+
+# Old accessors, kept while every module moves to `build`/`value`.
 def env_str(name: str, default: str) -> str:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
+    raw = os.environ.get(name)
+    return default if raw is None or raw == "" else raw
 
 
 def env_float(name: str, default: float) -> float:
@@ -37,32 +241,90 @@ def env_int(name: str, default: int) -> int:
         raise SystemExit(f"bpool: {name}={raw!r} is not an integer") from None
 
 
-def run_dir() -> Path:
-    """Where the pool's ipc sockets, logs and snapshots live (`BPOOL_RUN_DIR`, default `run/`)."""
-    return Path(env_str("BPOOL_RUN_DIR", str(REPO_ROOT / "run"))).resolve()
+# ------------------------------------------------------------------------------ the README table
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (mode 0700) if needed; tighten it if it exists with wider permissions."""
-    path.mkdir(parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
-    return path
+def config_table() -> str:
+    """The README's configuration table, generated from the registry."""
+    lines = ["| Variable | Default | Unit | Meaning |", "| --- | --- | --- | --- |"]
+    for var in REGISTRY.values():
+        shown = var.shown_default or _show(var.default)
+        lines.append(f"| `{var.name}` | {shown} | {var.unit} | {var.meaning} |")
+    return "\n".join(lines)
 
 
-def front_endpoint(rd: Path | None = None) -> str:
-    """The broker's front-side ROUTER (the HTTP front connects here)."""
-    return env_str("BPOOL_BROKER_FRONT", f"ipc://{(rd or run_dir()) / 'front.sock'}")
+def _show(v: Any) -> str:
+    if v == "" or v is None:
+        return "*(none)*"
+    if isinstance(v, bool):
+        return "`1`" if v else "`0`"
+    if isinstance(v, float) and v.is_integer():
+        return f"`{int(v)}`"
+    return f"`{v}`"
 
 
-def worker_endpoint(rd: Path | None = None) -> str:
-    """The broker's worker-side ROUTER (browser and fake workers connect here)."""
-    return env_str("BPOOL_BROKER_WORKERS", f"ipc://{(rd or run_dir()) / 'workers.sock'}")
+# ------------------------------------------------------------------------------ logging
+
+_RESERVED = set(vars(logging.makeLogRecord({})))
+_secrets: set[str] = set()
+_state = {"process": "bpool", "profile": ""}
 
 
-def heartbeat_interval_s() -> float:
-    return env_float("BPOOL_HEARTBEAT_INTERVAL_S", 1.0)
+def add_secret(*values: str) -> None:
+    """Never let these strings (cookie values, API keys) reach a log line: they become `***`."""
+    _secrets.update(v for v in values if v and len(v) >= 4)
 
 
-def heartbeat_liveness() -> int:
-    return env_int("BPOOL_HEARTBEAT_LIVENESS", 3)
+def _scrub(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                  + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "process": _state["process"],
+            "profile": getattr(record, "profile", None) or _state["profile"] or None,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, val in vars(record).items():
+            if key not in _RESERVED and key not in out and not key.startswith("_"):
+                out[key] = val
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return _scrub(json.dumps(out, ensure_ascii=False, default=str))
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in vars(record).items()
+                          if k in ("request_id", "job_id") and v)
+        line = super().format(record)
+        return _scrub(f"{line} [{extras}]" if extras else line)
+
+
+def setup_logging(process: str, profile: str = "", env: Mapping[str, str] | None = None) -> None:
+    """The one logging setup: level `BPOOL_LOG_LEVEL`, format `BPOOL_LOG_FORMAT`, to stderr.
+    Safe to call again (replaces the handler). Raises ConfigError for a bad level or format."""
+    level = value("BPOOL_LOG_LEVEL", env)
+    fmt = value("BPOOL_LOG_FORMAT", env)
+    _state.update(process=process, profile=profile)
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        who = f"{process}[{profile}]" if profile else process
+        handler.setFormatter(_TextFormatter(f"%(asctime)s {who} %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
