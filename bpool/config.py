@@ -73,6 +73,10 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_MAX_BODY_BYTES", Count, 10 * 1024 * 1024, "request body limit (413 above it)", "bytes", group="front"),
     Var("BPOOL_JOB_TIMEOUT_S", Positive, 900.0, "the front's limit once a browser holds the request (then 504)", "s", group="front"),
     Var("BPOOL_STATUS_TIMEOUT_S", Positive, 2.0, "how long `/health` waits for the broker's status", "s", group="front"),
+    Var("BPOOL_CORS_ORIGINS", str, "", "comma-separated web origins allowed to call the API from a browser (any other `Origin` gets 403)", group="front"),
+    Var("BPOOL_KEEPALIVE_TIMEOUT_S", Positive, 75.0, "an idle keep-alive connection is closed after this", "s", group="front"),
+    Var("BPOOL_BODY_TIMEOUT_S", Positive, 30.0, "limit for receiving a request body (then 408)", "s", group="front"),
+    Var("BPOOL_WRITE_TIMEOUT_S", Positive, 30.0, "a client that reads nothing of its answer for this long is cut off (its job cancelled)", "s", group="front"),
     # -- the broker
     Var("BPOOL_MAX_QUEUE", NonNegativeInt, 256, "how many requests may wait (then 429 with `Retry-After`)", "requests", group="broker"),
     Var("BPOOL_COOLDOWN_S", Positive, 60.0, "cool-down of a rate-limited account when the page gives no time", "s", group="broker"),

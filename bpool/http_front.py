@@ -15,16 +15,20 @@ import logging
 import os
 import re
 import signal
+import sys
 import uuid
 from typing import AsyncIterator, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
 
+from bpool import config
 from bpool.front.broker_link import BrokerLink
 from bpool.front.chat import chat_completions, retry_after_header
+from bpool.front.guard import allowed_origin, check_key, cors_headers, health_view, preflight
 from bpool.front.keys import LINK, REQUEST_ID, SETTINGS
-from bpool.front.settings import FrontSettings, key_matches, presented_key
+from bpool.front.server import FrontRunner
+from bpool.front.settings import FrontSettings
 from bpool.openai_schema import ApiError, error_body, error_type, models_json
 
 log = logging.getLogger("bpool.front")
@@ -62,12 +66,12 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
     headers = {"x-request-id": rid}
     try:
         settings = request.app[SETTINGS]
-        if settings.api_keys and request.path not in OPEN_PATHS:
-            key = presented_key(request.headers.get("Authorization"),
-                                request.headers.get("X-API-Key"))
-            if not key_matches(key, settings.api_keys):
-                raise ApiError(401, "Missing or invalid API key (send 'Authorization: Bearer "
-                               "KEY' or 'X-API-Key: KEY')", code="invalid_api_key")
+        origin = allowed_origin(request, settings)  # a page from elsewhere: 403
+        answer = preflight(request, origin) if origin else None
+        if answer is not None:
+            return answer
+        if request.path not in OPEN_PATHS:
+            check_key(request, settings)
         resp = await handler(request)
     except ApiError as exc:
         err = exc
@@ -101,8 +105,9 @@ async def health(request: web.Request) -> web.Response:
     try:
         status = await link.status(settings.status_timeout_s)
     except ApiError as exc:
-        return json_response({"status": "unavailable", "front": front, **exc.body()}, 503,
-                             retry_after_header(exc.retry_after_s))
+        return json_response(health_view(request, {"status": "unavailable", "front": front,
+                                                   **exc.body()}),
+                             503, retry_after_header(exc.retry_after_s))
     workers = [
         {"profile_id": w.profile_id, "state": w.state, "account": w.account,
          "last_error": w.last_error, "engine": w.engine, "pid": w.pid,
@@ -123,12 +128,13 @@ async def health(request: web.Request) -> web.Response:
     }
     if not ok:
         body.update(error_body("No worker is available", error_type(503), None, "no_workers"))
-    return json_response(body, 200 if ok else 503)
+    return json_response(health_view(request, body), 200 if ok else 503)
 
 
 def make_app(settings: FrontSettings) -> web.Application:
     app = web.Application(middlewares=[openai_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app.on_response_prepare.append(cors_headers)
 
     async def broker_link(app: web.Application) -> AsyncIterator[None]:
         link = BrokerLink(settings.broker_endpoint, settings.heartbeat_interval_s,
@@ -145,6 +151,14 @@ def make_app(settings: FrontSettings) -> web.Application:
     return app
 
 
+def make_runner(app: web.Application, settings: FrontSettings) -> web.AppRunner:
+    # access_log=None: chat.py logs one line per request (id, job, profile, outcome, duration);
+    # aiohttp's access log would also print the raw request line.
+    return FrontRunner(app, handler_cancellation=True, access_log=None,
+                       shutdown_timeout=settings.drain_timeout_s,
+                       keepalive_timeout=settings.keepalive_timeout_s)
+
+
 async def serve(settings: FrontSettings) -> int:
     if not settings.api_keys:
         log.warning("no API keys configured (BPOOL_API_KEYS / BPOOL_API_KEYS_FILE): "
@@ -153,9 +167,7 @@ async def serve(settings: FrontSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)  # only record; the loop below shuts down
-    # access_log=None: chat.py logs one line per request (id, job, profile, outcome, duration).
-    runner = web.AppRunner(make_app(settings), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=settings.drain_timeout_s)
+    runner = make_runner(make_app(settings), settings)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -181,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("BPOOL_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = FrontSettings.from_env()
+    try:
+        settings = FrontSettings.from_env()
+    except config.ConfigError as exc:
+        print(f"bpool front: {exc}", file=sys.stderr)
+        return config.EX_CONFIG
     if args.host:
         settings.host = args.host
     if args.port is not None:

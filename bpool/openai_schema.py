@@ -81,6 +81,12 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
 
+# Bounds for integers: a number the wire (msgpack, at most 2^64-1) cannot carry must be refused
+# here, before a job exists. No model answers with more tokens than this.
+MAX_TOKENS = 2**31 - 1
+Tokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)]
+
+
 class ChatRequest(msgspec.Struct):
     model: Annotated[str, msgspec.Meta(min_length=1)]
     messages: list[RequestMessage]
@@ -88,11 +94,11 @@ class ChatRequest(msgspec.Struct):
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_tokens: Tokens | None = None
+    max_completion_tokens: Tokens | None = None
     stop: str | list[str] | None = None
     reasoning_effort: str | None = None
-    n: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
 
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
@@ -128,6 +134,12 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         raise ApiError(400, msg, param=param, code="invalid_value") from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    except UnicodeDecodeError:
+        raise ApiError(400, "Request body is not valid UTF-8", code="invalid_json") from None
+    except RecursionError:
+        # msgspec refuses nesting deeper than the interpreter's recursion limit, even inside a
+        # field we ignore: an answer, not a crash.
+        raise ApiError(400, "Request body is nested too deeply", code="invalid_json") from None
     if not req.messages:
         raise ApiError(400, "'messages' must contain at least one message", param="messages",
                        code="invalid_value")
@@ -259,7 +271,7 @@ def models_json(workers: Any) -> dict[str, Any]:
     """The OpenAI model list: the union of models the usable workers announced."""
     counts: dict[str, int] = {}
     for w in workers:
-        if w.state == "logged_out":
+        if w.state in ("logged_out", "needs_consent"):
             continue
         for model in w.models:
             counts[model] = counts.get(model, 0) + 1

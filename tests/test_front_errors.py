@@ -15,20 +15,30 @@ from conftest import TEST_ENV, chat_body
 
 KEY = "sk-test-0123456789"
 FILE_KEY = "sk-from-file-abcdef"
+HASH_KEY = "ab#cdef-0123"  # a `#` inside a key is part of it, not a comment
+
+
+def wait_idle_with_key(pool: Pool, n: int) -> None:
+    """pool.wait_idle, but /health only lists workers to a caller with a key."""
+    def idle() -> bool:
+        _, body = pool.get("/health", headers={"Authorization": f"Bearer {KEY}"})
+        workers = body.get("workers") if isinstance(body, dict) else None
+        return isinstance(workers, list) and sum(w["state"] == "idle" for w in workers) >= n
+    pool.wait_until(idle, 20, f"{n} idle worker(s) in /health")
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
     base = tmp_path_factory.mktemp("front-errors")
     keys_file = base / "keys.txt"
-    keys_file.write_text(f"# operators\n{FILE_KEY}  # laptop\n\n")
+    keys_file.write_text(f"# operators\n  # laptop\n{FILE_KEY}\n\n{HASH_KEY}\n")
     pool = Pool(base, env={**TEST_ENV, "BPOOL_MAX_BODY_BYTES": "65536"})
     try:
         pool.start_broker()
         pool.start_front(env={"BPOOL_API_KEYS": f"other-key, {KEY}",
                               "BPOOL_API_KEYS_FILE": str(keys_file)})
         pool.start_fake_worker("solo")
-        pool.wait_idle(1)
+        wait_idle_with_key(pool, 1)
         yield pool
     finally:
         pool.close()
@@ -62,7 +72,8 @@ def assert_openai_error(resp: aiohttp.ClientResponse, body: Any, status: int,
 
 
 async def test_invalid_json(pool: Pool) -> None:
-    resp, body = await call(pool, "POST", "/v1/chat/completions", headers=AUTH, data=b"{nope")
+    resp, body = await call(pool, "POST", "/v1/chat/completions",
+                            headers={**AUTH, "Content-Type": "application/json"}, data=b"{nope")
     assert_openai_error(resp, body, 400, "invalid_json")
 
 
@@ -101,7 +112,7 @@ async def test_unknown_route_and_method(pool: Pool) -> None:
 
 @pytest.mark.parametrize("headers", [
     {}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"X-API-Key": "wrong"},
-    {"Authorization": f"Basic {KEY}"},
+    {"Authorization": f"Basic {KEY}"}, {"Authorization": "Bearer ab"},
 ])
 async def test_missing_or_wrong_key_is_401(pool: Pool, headers: dict[str, str]) -> None:
     resp, body = await call(pool, "POST", "/v1/chat/completions", headers=headers,
@@ -113,7 +124,7 @@ async def test_missing_or_wrong_key_is_401(pool: Pool, headers: dict[str, str]) 
 
 @pytest.mark.parametrize("headers", [
     AUTH, {"X-API-Key": KEY}, {"Authorization": f"bearer {FILE_KEY}"},
-    {"Authorization": "Bearer other-key"},
+    {"Authorization": "Bearer other-key"}, {"Authorization": f"Bearer {HASH_KEY}"},
 ])
 async def test_good_keys_are_served(pool: Pool, headers: dict[str, str]) -> None:
     resp, body = await call(pool, "POST", "/v1/chat/completions", headers=headers,
@@ -127,7 +138,19 @@ async def test_health_needs_no_key_and_request_id_is_echoed(pool: Pool) -> None:
     resp, body = await call(pool, "GET", "/health", headers={"x-request-id": "trace-42"})
     assert resp.status == 200 and body["status"] == "ok"
     assert resp.headers["x-request-id"] == "trace-42"
+    # Without a key: status and counts only, nothing that names an account or a process.
+    assert body["idle"] == 1 and body["worker_count"] == 1
+    assert "workers" not in body and "front" not in body
+    assert "solo" not in json.dumps(body)
+
+
+async def test_health_details_need_a_key(pool: Pool) -> None:
+    resp, body = await call(pool, "GET", "/health", headers=AUTH)
+    assert resp.status == 200 and body["status"] == "ok"
     assert [w["profile_id"] for w in body["workers"]] == ["solo"]
+    assert body["workers"][0]["pid"] > 0 and "in_flight" in body["front"]
+    resp, body = await call(pool, "GET", "/health", headers={"Authorization": "Bearer wrong"})
+    assert resp.status == 200 and "workers" not in body
 
 
 def test_keys_never_reach_the_log(pool: Pool) -> None:

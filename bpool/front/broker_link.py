@@ -104,25 +104,37 @@ class BrokerLink:
 
     def _send(self, msg: msgspec.Struct) -> None:
         """Send without waiting. With IMMEDIATE a missing broker shows up as zmq.Again at once."""
+        self._send_frame(self._enc.encode(msg))
+
+    def _send_frame(self, frame: bytes) -> None:
         assert self._raw is not None, "link not started"
-        self._raw.send(self._enc.encode(msg), zmq.NOBLOCK)
+        self._raw.send(frame, zmq.NOBLOCK)
         self._readable.after_send()
 
     def submit(self, job_id: str, spec: JobSpec, queue_timeout_s: float) -> asyncio.Queue[JobEvent]:
-        """Hand a job to the broker; its events arrive on the returned queue."""
+        """Hand a job to the broker; its events arrive on the returned queue.
+
+        The job is tracked only once its Submit is on its way: a message that cannot be encoded
+        or sent raises with nothing left behind (no entry that would count as in flight forever).
+        No answer can overtake the registration: the reader runs on this same loop."""
         if self.watch.lost(self.clock()):
             self.counters["no_broker"] += 1
             raise ApiError(503, "The broker is not answering; try again shortly",
                            code="broker_lost", retry_after_s=max(1.0, self.interval_s))
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self.jobs[job_id] = queue
         try:
-            self._send(Submit(job_id, spec, queue_timeout_s))
+            frame = self._enc.encode(Submit(job_id, spec, queue_timeout_s))
+        except (OverflowError, TypeError, ValueError, msgspec.EncodeError) as exc:
+            log.warning("job %s could not be encoded: %s", job_id, type(exc).__name__)
+            raise ApiError(400, "The request holds a value the pool cannot carry",
+                           code="invalid_value") from None
+        try:
+            self._send_frame(frame)
         except zmq.ZMQError:
-            del self.jobs[job_id]
             self.counters["no_broker"] += 1
             raise ApiError(503, "No broker is connected; try again shortly",
                            code="broker_unavailable", retry_after_s=1.0) from None
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.jobs[job_id] = queue
         self.counters["submitted"] += 1
         return queue
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bpool.front.broker_link import JobEvent, error_of
 from bpool.front.keys import LINK, REQUEST_ID, SETTINGS
@@ -68,10 +69,52 @@ def sse(data: Any) -> bytes:
     return b"data: " + msgspec.json.encode(data) + b"\n\n"
 
 
+JSON_TYPES = ("application/json",)
+
+
+async def read_body(request: web.Request, settings: FrontSettings) -> bytes:
+    """The request body, bounded in size (client_max_size: 413) and in time (408)."""
+    # A missing Content-Type is read as JSON (hand-written clients); any other type is refused:
+    # text/plain and form posts are what a web page can send without a CORS preflight.
+    ctype = request.headers.get("Content-Type")
+    if ctype is not None and request.content_type not in JSON_TYPES:
+        raise ApiError(415, "Send the request body as JSON (Content-Type: application/json)",
+                       code="unsupported_media_type")
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within "
+                       f"{settings.body_timeout_s:g} s", code="request_timeout") from None
+    except HttpProcessingError:  # e.g. broken chunked encoding, a body shorter than announced
+        raise ApiError(400, "The request body is malformed", code="bad_request") from None
+
+
+async def write(resp: web.StreamResponse, data: bytes, settings: FrontSettings,
+                request: web.Request, *, eof: bool = False) -> None:
+    """Write to a client that must keep reading: aiohttp waits (drain) once its buffer is full,
+    and a client that reads nothing for write_timeout_s is cut off, which cancels its job."""
+    try:
+        async with asyncio.timeout(settings.write_timeout_s):
+            if eof:
+                await resp.write_eof(data)
+            else:
+                await resp.write(data)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ClientStalled(f"the client read nothing for {settings.write_timeout_s:g} s"
+                            ) from None
+
+
+class ClientStalled(ConnectionResetError):
+    """The client stopped reading its answer; treated as a client that went away."""
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     link = request.app[LINK]
-    body = await request.read()  # over client_max_size: HTTPRequestEntityTooLarge -> 413
+    body = await read_body(request, settings)
     req = parse_chat_request(body)
     spec = to_job_spec(req)
     job_id = uuid.uuid4().hex
@@ -117,8 +160,15 @@ async def _collect(
             usage = event.usage or estimate_usage(spec, text, thought)
             data = completion_json(f"chatcmpl-{job_id}", req.model, text, thought,
                                    event.finish_reason, usage)
-            resp = web.Response(body=msgspec.json.encode(data), content_type="application/json",
-                                headers={"x-bpool-profile": wait.profile or ""})
+            resp = web.StreamResponse(headers={
+                "Content-Type": "application/json",
+                "x-bpool-profile": wait.profile or "",
+                "x-request-id": request[REQUEST_ID],
+            })
+            payload = msgspec.json.encode(data)
+            resp.content_length = len(payload)
+            await resp.prepare(request)
+            await write(resp, payload, wait.settings, request, eof=True)
             return resp, event.finish_reason
 
 
@@ -131,6 +181,10 @@ async def _stream(
     content: list[str] = []
     reasoning: list[str] = []
     resp: web.StreamResponse | None = None
+
+    async def out(data: bytes, eof: bool = False) -> None:
+        assert resp is not None
+        await write(resp, data, wait.settings, request, eof=eof)
 
     def chunk(delta: dict[str, Any], **kw: Any) -> bytes:
         return sse(chunk_json(completion_id, req.model, created, delta, **kw))
@@ -153,7 +207,7 @@ async def _stream(
                     "x-request-id": request[REQUEST_ID],
                 })
                 await resp.prepare(request)
-                await resp.write(chunk({"role": "assistant", "content": ""}))
+                await out(chunk({"role": "assistant", "content": ""}))
             if isinstance(event, Chunk):
                 delta: dict[str, Any] = {}
                 if event.reasoning:
@@ -163,25 +217,23 @@ async def _stream(
                     delta["content"] = event.content
                     content.append(event.content)
                 if delta:
-                    await resp.write(chunk(delta))
+                    await out(chunk(delta))
             elif isinstance(event, Failed):
                 raise error_of(event.error)
             elif isinstance(event, Done):
                 usage = event.usage or estimate_usage(spec, "".join(content), "".join(reasoning))
                 if include_usage:  # OpenAI's shape: usage on an extra chunk with no choices
-                    await resp.write(chunk({}, reason=event.finish_reason))
-                    await resp.write(chunk({}, usage=usage, no_choices=True))
+                    await out(chunk({}, reason=event.finish_reason))
+                    await out(chunk({}, usage=usage, no_choices=True))
                 else:
-                    await resp.write(chunk({}, reason=event.finish_reason, usage=usage))
-                await resp.write(b"data: [DONE]\n\n")
-                await resp.write_eof()
+                    await out(chunk({}, reason=event.finish_reason, usage=usage))
+                await out(b"data: [DONE]\n\n", eof=True)
                 return resp, event.finish_reason
     except ApiError as exc:
         if resp is None:
             raise
         # The status line is gone already: report in-band, the way OpenAI streams do.
-        await resp.write(sse(exc.body()))
-        await resp.write_eof()
+        await out(sse(exc.body()), eof=True)
         return resp, exc.code or "error"
     except (asyncio.CancelledError, ConnectionResetError):
         raise
@@ -189,6 +241,5 @@ async def _stream(
         if resp is None:
             raise
         log.exception("stream for job %s broke", job_id)
-        await resp.write(sse(error_body("Internal error", "server_error", None, "internal")))
-        await resp.write_eof()
+        await out(sse(error_body("Internal error", "server_error", None, "internal")), eof=True)
         return resp, "internal"

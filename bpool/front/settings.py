@@ -29,6 +29,14 @@ class FrontSettings:
     job_timeout_s: float = 900.0
     status_timeout_s: float = 2.0
     drain_timeout_s: float = 30.0
+    # Web pages allowed to call the API from a browser (exact `Origin` values); none by default,
+    # so a page a user happens to visit cannot drive a loopback or LAN front.
+    cors_origins: tuple[str, ...] = ()
+    # Slow or stuck clients: an idle keep-alive connection, a body that trickles in, and a
+    # client that stops reading a stream are each cut off after these.
+    keepalive_timeout_s: float = 75.0
+    body_timeout_s: float = 30.0
+    write_timeout_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> "FrontSettings":
@@ -46,6 +54,11 @@ class FrontSettings:
             job_timeout_s=config.env_float("BPOOL_JOB_TIMEOUT_S", 900.0),
             status_timeout_s=config.env_float("BPOOL_STATUS_TIMEOUT_S", 2.0),
             drain_timeout_s=config.env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
+            cors_origins=tuple(o.strip().rstrip("/") for o in config.env_str(
+                "BPOOL_CORS_ORIGINS", "").split(",") if o.strip()),
+            keepalive_timeout_s=config.env_float("BPOOL_KEEPALIVE_TIMEOUT_S", 75.0),
+            body_timeout_s=config.env_float("BPOOL_BODY_TIMEOUT_S", 30.0),
+            write_timeout_s=config.env_float("BPOOL_WRITE_TIMEOUT_S", 30.0),
         )
 
     @property
@@ -61,18 +74,34 @@ class FrontSettings:
 
 
 def load_api_keys(inline: str, path: str) -> tuple[str, ...]:
-    """Keys from a comma-separated list and/or a file (one a line, `#` comments).
-    A configured file that cannot be read stops the process: failing open would be worse."""
+    """Keys from a comma-separated list and/or a file (one a line; a line whose first non-space
+    character is `#` is a comment). A `#` inside a key is part of the key.
+
+    A configured file that cannot be read, holds no key, or holds a line with spaces inside
+    (a key with a trailing comment, most likely) stops the process with ConfigError: an API
+    left open, or a key silently cut short, would be worse than not starting."""
     keys = [k.strip() for k in inline.split(",") if k.strip()]
     if path:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SystemExit(f"bpool: cannot read BPOOL_API_KEYS_FILE {path}: {exc.strerror}")
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                keys.append(line)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise config.ConfigError(f"BPOOL_API_KEYS_FILE {path}: cannot read it: {reason}"
+                                     ) from None
+        found = 0
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if any(ch.isspace() for ch in line):
+                raise config.ConfigError(
+                    f"BPOOL_API_KEYS_FILE {path}: line {n} holds a space; put one key a line "
+                    "and comments on lines of their own")
+            keys.append(line)
+            found += 1
+        if not found:
+            raise config.ConfigError(f"BPOOL_API_KEYS_FILE {path} holds no key (only blank "
+                                     "lines or comments); refusing to start with an open API")
     return tuple(dict.fromkeys(keys))
 
 
@@ -90,8 +119,10 @@ def key_matches(presented: str | None, keys: tuple[str, ...]) -> bool:
     """Constant-time comparison against every key (no early exit that would leak which one)."""
     if presented is None:
         return False
-    given = presented.encode()
+    # surrogateescape: a header with bytes that are not UTF-8 (aiohttp hands them over as lone
+    # surrogates) is simply a wrong key, not an encoding error.
+    given = presented.encode("utf-8", "surrogateescape")
     ok = False
     for key in keys:
-        ok |= hmac.compare_digest(given, key.encode())
+        ok |= hmac.compare_digest(given, key.encode("utf-8", "surrogateescape"))
     return ok
