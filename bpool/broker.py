@@ -39,6 +39,7 @@ class BrokerSettings:
     max_queue: int = 256
     queue_timeout_s: float = 60.0
     cooldown_s: float = 60.0
+    pause_s: float = 1800.0
     tcp_endpoint: str = ""  # extra worker endpoint for other hosts, CURVE only
     curve_dir: str = ""
 
@@ -53,6 +54,7 @@ class BrokerSettings:
             max_queue=config.env_int("BPOOL_MAX_QUEUE", 256),
             queue_timeout_s=config.env_float("BPOOL_QUEUE_TIMEOUT_S", 60.0),
             cooldown_s=config.env_float("BPOOL_COOLDOWN_S", 60.0),
+            pause_s=config.env_float("BPOOL_PAUSE_S", 1800.0),
             tcp_endpoint=config.env_str("BPOOL_BROKER_TCP", ""),
             curve_dir=str(curve.curve_dir()),
         )
@@ -64,6 +66,7 @@ class BrokerSettings:
             max_queue=self.max_queue,
             queue_timeout_s=self.queue_timeout_s,
             cooldown_s=self.cooldown_s,
+            pause_s=self.pause_s,
         )
 
 
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int)
     parser.add_argument("--queue-timeout-s", type=float)
     parser.add_argument("--cooldown-s", type=float)
+    parser.add_argument("--pause-s", type=float)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_queue": args.max_queue,
         "queue_timeout_s": args.queue_timeout_s,
         "cooldown_s": args.cooldown_s,
+        "pause_s": args.pause_s,
     }
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     if settings.heartbeat_interval_s <= 0 or settings.heartbeat_liveness < 1 or settings.max_queue < 0:

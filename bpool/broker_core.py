@@ -13,8 +13,8 @@ import os
 from collections import deque
 
 from bpool.broker_state import (
-    COUNTERS, MAX_MOVES, MOVABLE_KINDS, Action, ForwardFront, Job, SendFront, SendWorker, Worker,
-    serves, worker_status,
+    ACCOUNT_STATES, COUNTERS, MAX_MOVES, MOVABLE_KINDS, OUT_STATES, TIMED_STATES, Action,
+    ForwardFront, Job, SendFront, SendWorker, Worker, serves, worker_status,
 )
 from bpool.protocol import (
     PROTOCOL_VERSION, AccountState, Assign, Assigned, Cancel, Chunk, Disconnect, Done, ErrorInfo,
@@ -36,13 +36,15 @@ class BrokerCore:
         max_queue: int = 256,
         queue_timeout_s: float = 60.0,
         cooldown_s: float = 60.0,
+        pause_s: float = 1800.0,
         broker_id: str | None = None,
     ) -> None:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.expiry_s = heartbeat_interval_s * heartbeat_liveness
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
-        self.cooldown_s = cooldown_s
+        self.cooldown_s = cooldown_s  # rate_limited with no retry_after_s
+        self.pause_s = pause_s  # paused with no retry_after_s
         self.broker_id = broker_id or os.urandom(8).hex()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._workers: dict[bytes, Worker] = {}
@@ -183,7 +185,7 @@ class BrokerCore:
     def _on_account_state(self, w: Worker, err: ErrorInfo | None, now: float, acts) -> None:
         if err is None:
             w.pending = None
-            if not w.held and w.state in ("cooling", "logged_out"):
+            if not w.held and w.state in OUT_STATES:
                 self._make_available(w, now, acts)
             return
         w.last_error = f"{err.kind}: {err.message}"
@@ -209,11 +211,13 @@ class BrokerCore:
     def _apply_account(self, w: Worker, err: ErrorInfo, now: float) -> None:
         """Account trouble on a worker that is not in the idle deque and holds no job."""
         w.last_error = f"{err.kind}: {err.message}"
-        if err.kind == "rate_limited":
+        state = ACCOUNT_STATES.get(err.kind)
+        if state == "cooling":
             w.cooldown_until = now + (err.retry_after_s or self.cooldown_s)
-            self._set_state(w, "cooling", now)
-        elif err.kind == "logged_out":
-            self._set_state(w, "logged_out", now)
+        elif state == "paused":
+            w.cooldown_until = now + (err.retry_after_s or self.pause_s)
+        if state is not None:
+            self._set_state(w, state, now)
         elif err.kind == "broken":
             w.broken = True
             self._set_state(w, "draining", now)
@@ -290,14 +294,15 @@ class BrokerCore:
     # ------------------------------------------------------------------ time
 
     def tick(self, now: float) -> list[Action]:
-        """Heartbeats out, dead workers out, cooled-down workers back, overdue queued jobs failed."""
+        """Heartbeats out, dead workers out, cooled-down and paused workers back, overdue queued
+        jobs failed."""
         acts: list[Action] = []
         for w in list(self._workers.values()):
             if now - w.last_seen > self.expiry_s:
                 self.counters["workers_expired"] += 1
                 self._remove(w, f"silent for {now - w.last_seen:.1f} s", now, acts)
                 continue
-            if w.state == "cooling" and now >= w.cooldown_until:
+            if w.state in TIMED_STATES and now >= w.cooldown_until:
                 self._make_available(w, now, acts)
             if now - w.last_sent >= self.heartbeat_interval_s:
                 w.last_sent = now

@@ -11,9 +11,18 @@ from bpool.protocol import (
 )
 
 MAX_MOVES = 3  # a job goes to at most this many further workers, whatever the reasons
+# Account trouble (an error kind) -> the state that keeps the worker out of rotation.
+ACCOUNT_STATES = {
+    "rate_limited": "cooling",
+    "paused": "paused",
+    "logged_out": "logged_out",
+    "needs_consent": "needs_consent",
+}
+TIMED_STATES = ("cooling", "paused")  # end by themselves at `cooldown_until`
+OUT_STATES = tuple(ACCOUNT_STATES.values())  # an AccountState(error=None) ends any of them
 # A JobFailed of these kinds before any output was sent goes to another worker: the account or
 # browser failed, not the request.
-MOVABLE_KINDS = ("rate_limited", "logged_out", "broken")
+MOVABLE_KINDS = (*ACCOUNT_STATES, "broken")
 COUNTERS = (
     "jobs_submitted", "jobs_done", "jobs_failed", "jobs_moved", "late_messages", "decode_errors",
     "workers_registered", "workers_expired", "workers_unreachable", "workers_left",
@@ -68,7 +77,7 @@ class Worker:
     identity: bytes
     ready: Ready
     models: frozenset[str]
-    state: str  # idle | busy | cooling | logged_out | draining
+    state: str  # idle | busy | draining, or one of ACCOUNT_STATES' values
     since: float
     last_seen: float
     last_sent: float
@@ -76,7 +85,7 @@ class Worker:
     held: bool = False  # between Assign and Idle, even after the job has ended
     jobs_served: int = 0
     last_error: str | None = None
-    cooldown_until: float = 0.0
+    cooldown_until: float = 0.0  # end of "cooling" or "paused"
     pending: ErrorInfo | None = None  # account trouble reported mid-job, applied at Idle
     broken: bool = False  # the worker cannot continue and will exit
     leaving: bool = False  # Goodbye received
@@ -103,6 +112,6 @@ def worker_status(w: Worker, now: float) -> WorkerStatus:
         models=w.ready.models,
         job_id=w.job.job_id if w.job is not None else None,
         cooldown_remaining_s=(
-            round(max(0.0, w.cooldown_until - now), 3) if w.state == "cooling" else None
+            round(max(0.0, w.cooldown_until - now), 3) if w.state in TIMED_STATES else None
         ),
     )

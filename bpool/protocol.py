@@ -24,13 +24,22 @@ Conversation rules (the broker contract, DESIGN.md):
   which ends the job for the client. The worker is still held: it resets its page and only then
   sends `Idle`, after which the broker may give it the next job. It never holds two jobs.
   A job the broker has not seen `Started` for may be moved to another worker once if its worker
-  dies. `JobFailed` with `output_sent=False` and an account error (rate_limited / logged_out)
-  may also be moved.
+  dies. `JobFailed` with `output_sent=False` and an account error (rate_limited / paused /
+  logged_out / needs_consent / broken) may also be moved.
 * `Cancel` (front → broker → worker) asks to stop a job; the worker stops and answers `Done` with
   finish_reason "cancelled" (or `JobFailed`). The worker stays busy until it has answered.
-* `AccountState` reports the account's condition outside a job: rate_limited (cool down for
-  `retry_after_s`, then idle again), logged_out (excluded until the profile is replaced), broken
-  (the worker will exit), or `error=None` for "usable again".
+* `AccountState` reports the account's condition outside a job; the same kinds in a `JobFailed`
+  (or `Ready.unusable`) have the same effect once the worker is `Idle`:
+  - rate_limited: state "cooling" for `retry_after_s` (else the broker's BPOOL_COOLDOWN_S),
+    then idle again by itself;
+  - paused: the site refused the account (permission denied, a bot check): state "paused" for
+    `retry_after_s` (else the broker's BPOOL_PAUSE_S, default 30 min), then idle again; the
+    account is never retried at once;
+  - logged_out: state "logged_out", excluded until the profile is replaced;
+  - needs_consent: the account must accept the AI Studio terms of service on the page: state
+    "needs_consent", excluded like logged_out;
+  - broken: the worker will exit;
+  - `error=None`: usable again (ends any of the states above).
 * `Goodbye` means the worker takes no new jobs; a job it holds still runs to its end, after which
   the broker forgets the worker.
 * The front sees `Assigned` (which profile serves the job), then the worker's `Chunk`s and `Done`
@@ -104,7 +113,9 @@ ERROR_KINDS: dict[str, int] = {
     "worker_died": 502,  # pool: the worker holding the job vanished
     "broker_lost": 503,  # pool: the broker restarted or went silent mid-job
     "rate_limited": 429,  # account: quota / too many requests
+    "paused": 503,  # account: the site refused it (permission denied / bot check)
     "logged_out": 503,  # account: the session cookie is no longer valid
+    "needs_consent": 503,  # account: the terms of service must be accepted on the page
     "broken": 502,  # account/browser: the worker cannot continue
     "site": 502,  # site: the page misbehaved (a step failed)
     "timeout": 504,  # site: a step took too long
@@ -120,7 +131,7 @@ def error(kind: str, message: str, *, retry_after_s: float | None = None) -> Err
 
 class WorkerStatus(_Part):
     profile_id: str
-    state: str  # idle | busy | cooling | logged_out | draining
+    state: str  # idle | busy | cooling | paused | logged_out | needs_consent | draining
     since_s: float  # seconds in this state
     jobs_served: int
     last_error: str | None
@@ -129,7 +140,7 @@ class WorkerStatus(_Part):
     account: str
     models: tuple[str, ...]
     job_id: str | None = None
-    cooldown_remaining_s: float | None = None
+    cooldown_remaining_s: float | None = None  # time left in "cooling" or "paused"
 
 
 class PoolStatus(_Part):

@@ -71,9 +71,19 @@ def judge(name: str, workers: list[dict[str, Any]] | None, proc: dict[str, Any] 
         left = w.get("cooldown_remaining_s")
         return Verdict(True, True, f"{name} is logged in as {account} but rate-limited: it "
                                    f"rejoins by itself in {left or '?'} s")
+    if state == "paused":
+        left = w.get("cooldown_remaining_s")
+        return Verdict(True, True, f"{name} is logged in as {account} but paused by the site "
+                                   f"({w.get('last_error') or 'no detail'}): it rejoins by "
+                                   f"itself in {left or '?'} s")
     if state == "logged_out":
         return Verdict(True, False, f"{name} is logged out ({w.get('last_error') or 'no detail'})"
                                     ": the cookie file is not a valid login; export a fresh one")
+    if state == "needs_consent":
+        return Verdict(True, False, f"{name} ({account}) must accept the AI Studio terms of "
+                                    f"service ({w.get('last_error') or 'no detail'}): open AI "
+                                    "Studio as that account in a browser, accept them, then "
+                                    f"restart or swap the profile {name}")
     return Verdict(False, False, f"{name} is {state}")
 
 

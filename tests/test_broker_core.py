@@ -341,9 +341,80 @@ def test_logged_out_workers_are_excluded_until_usable_again():
     assert assigns(h.submit("j4")) == []
 
 
+def test_paused_job_moves_and_worker_is_out_of_rotation_for_the_pause():
+    h = Harness(cooldown_s=5.0, pause_s=100.0)
+    h.ready(b"w1")
+    h.ready(b"w2")
+    h.submit("j1")
+    h.w(b"w1", Started("j1"))
+    err = ErrorInfo("paused", "read answer: error 7 PERMISSION_DENIED: no permission", 503)
+    acts = h.w(b"w1", JobFailed("j1", err, output_sent=False))
+    assert assigns(acts) == [(b"w2", "j1")] and failures(acts) == {}  # moved, not failed
+    assert h.counters["jobs_moved"] == 1
+    h.w(b"w1", Idle())
+    st = h.worker("w1")
+    assert st.state == "paused" and st.cooldown_remaining_s == pytest.approx(100.0)
+    assert st.last_error == "paused: read answer: error 7 PERMISSION_DENIED: no permission"
+    assert assigns(h.submit("j2", timeout=1000.0)) == []  # w2 busy, w1 paused: j2 waits
+    assert assigns(h.wait(10.0)) == []  # the rate-limit cool-down (5 s) does not apply
+    assert assigns(h.wait(89.8)) == []
+    assert h.worker("w1").cooldown_remaining_s == pytest.approx(0.2)
+    assert assigns(h.wait(0.3)) == [(b"w1", "j2")]
+    assert h.worker("w1").state == "busy" and h.worker("w1").cooldown_remaining_s is None
+
+
+def test_paused_after_output_fails_the_job_and_still_pauses():
+    h = Harness(pause_s=50.0)
+    h.ready(b"w1")
+    h.ready(b"w2")
+    h.submit("j1")
+    err = ErrorInfo("paused", "permission denied", 503)
+    assert failures(h.w(b"w1", JobFailed("j1", err, output_sent=True))) == {"j1": err}
+    h.w(b"w1", Idle())
+    assert h.worker("w1").state == "paused"
+    # A pause the worker reports outside a job, with its own duration; None ends it early.
+    h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, 7.0)))
+    st = h.worker("w2")
+    assert (st.state, st.cooldown_remaining_s) == ("paused", 7.0)
+    assert assigns(h.submit("j2", timeout=100.0)) == []
+    assert assigns(h.w(b"w1", AccountState(None))) == [(b"w1", "j2")]
+    assert assigns(h.wait(7.1)) == []  # w2 is back, idle: nothing waiting
+    assert h.worker("w2").state == "idle"
+
+
+def test_needs_consent_is_out_of_rotation_until_usable_again():
+    h = Harness(cooldown_s=1.0, pause_s=2.0)
+    h.ready(b"w1", unusable=ErrorInfo("needs_consent", "accept the terms of service", 503))
+    h.ready(b"w2")
+    st = h.worker("w1")
+    assert (st.state, st.cooldown_remaining_s) == ("needs_consent", None)
+    assert st.last_error == "needs_consent: accept the terms of service"
+    assert assigns(h.submit("j1")) == [(b"w2", "j1")]
+    assert assigns(h.submit("j2", timeout=100.0)) == []
+    assert assigns(h.wait(20.0)) == []  # no timer brings it back
+    assert h.worker("w1").state == "needs_consent"
+    assert assigns(h.w(b"w1", AccountState(None))) == [(b"w1", "j2")]
+    # Found mid-job before any output: the job moves, the worker leaves rotation at Idle.
+    h.finish(b"w2", "j1")
+    acts = h.w(b"w1", JobFailed("j2", ErrorInfo("needs_consent", "consent", 503), output_sent=False))
+    assert assigns(acts) == [(b"w2", "j2")]
+    h.w(b"w1", Idle())
+    assert h.worker("w1").state == "needs_consent"
+
+
+def test_pause_duration_is_read_from_the_environment(monkeypatch, tmp_path):
+    from bpool.broker import BrokerSettings
+
+    monkeypatch.setenv("BPOOL_RUN_DIR", str(tmp_path))
+    assert BrokerSettings.from_env().core().pause_s == 1800.0
+    monkeypatch.setenv("BPOOL_PAUSE_S", "90")
+    assert BrokerSettings.from_env().core().pause_s == 90.0
+
+
 @pytest.mark.parametrize(
     "kind, state",
-    [("logged_out", "logged_out"), ("rate_limited", "cooling"), ("broken", "draining"), ("site", "logged_out")],
+    [("logged_out", "logged_out"), ("rate_limited", "cooling"), ("broken", "draining"), ("site", "logged_out"),
+     ("paused", "paused"), ("needs_consent", "needs_consent")],
 )
 def test_unusable_at_ready_is_out_of_rotation(kind, state):
     h = Harness()
@@ -545,7 +616,7 @@ def test_random_conversations_keep_the_invariants(seed):
     """Workers following the protocol, dying, cooling and leaving at random; the front submitting
     and cancelling. Every job ends exactly once and no worker ever holds two jobs."""
     rng = random.Random(seed)
-    h = Harness(max_queue=8, queue_timeout_s=5.0, cooldown_s=2.0)
+    h = Harness(max_queue=8, queue_timeout_s=5.0, cooldown_s=2.0, pause_s=3.0)
     alive: dict[bytes, str | None] = {}  # identity -> job it is working on (None: idle/held)
     held: set[bytes] = set()
     ended: dict[str, str] = {}
@@ -591,7 +662,8 @@ def test_random_conversations_keep_the_invariants(seed):
                     ended[job] = "done"
                 alive[ident] = None
             elif job is not None and choice < 0.7:
-                err = ErrorInfo(rng.choice(["rate_limited", "logged_out", "site"]), "x")
+                err = ErrorInfo(rng.choice(["rate_limited", "paused", "logged_out", "needs_consent",
+                                            "site"]), "x")
                 handle(h.w(ident, JobFailed(job, err, output_sent=False)))
                 alive[ident] = None
             elif job is None and ident in held:

@@ -64,3 +64,21 @@ def test_wait_polls_until_done_or_deadline() -> None:
     v = wait("alice", 2, fetch=lambda: [], info=lambda: running(20),
              clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert not v.ok and v.message.startswith("timed out after 2 s") and now[0] >= 2
+
+
+def test_needs_consent_is_a_failure_naming_the_profile() -> None:
+    v = judge("alice", [w("needs_consent", 20, last_error="needs_consent: terms of service")],
+              running(20))
+    assert v.done and not v.ok
+    assert "alice" in v.message and "terms of service" in v.message
+    # wait() returns at the first look instead of polling until its deadline.
+    now = [0.0]
+    v = wait("alice", 60, fetch=lambda: [w("needs_consent", 20)], info=lambda: running(20),
+             clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert not v.ok and now[0] == 0.0 and "terms of service" in v.message
+
+
+def test_paused_counts_as_swapped_but_says_so() -> None:
+    v = judge("alice", [w("paused", 20, cooldown_remaining_s=1790.0,
+                          last_error="paused: permission denied")], running(20))
+    assert v.done and v.ok and "1790.0" in v.message and "permission denied" in v.message
