@@ -109,12 +109,18 @@ def bind_sockets(
     """Every endpoint the broker listens on. Workers on other hosts reach the same worker ROUTER
     over tcp, and only with CURVE: libzmq copies socket options at bind time, so the CURVE
     server options set after the ipc bind apply to the tcp endpoint alone."""
-    front = _zmq.router(ctx, settings.front_endpoint)
-    workers = _zmq.router(ctx, settings.worker_endpoint)
-    server = None
-    if settings.tcp_endpoint:
+    curve.refuse_plain("BPOOL_BROKER_FRONT", settings.front_endpoint,
+                       "the HTTP front connects without it")
+    server = curve.server_for("BPOOL_BROKER_WORKERS", settings.worker_endpoint,
+                              Path(settings.curve_dir))  # None for ipc
+    if server is None and settings.tcp_endpoint:
         server = curve.CurveServer.load(Path(settings.curve_dir))
+    if server is not None:
         server.start(ctx)
+    front = _zmq.router(ctx, settings.front_endpoint)
+    workers = _zmq.router(ctx, settings.worker_endpoint,
+                          None if curve.is_local(settings.worker_endpoint) else server.apply)
+    if settings.tcp_endpoint:
         server.apply(workers)
         workers.bind(settings.tcp_endpoint)
     return front, workers, server

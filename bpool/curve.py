@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +37,34 @@ class CurveError(Exception):
 
 
 def generate(directory: Path, name: str) -> tuple[Path, Path]:
+    """Write NAME.key and NAME.key_secret, both 0600 from the moment they exist (a umask, not a
+    chmod afterwards), into a private scratch directory first and then linked into place: an
+    existing key pair is never overwritten, and no half-written key is ever visible."""
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(directory), name)
-    for path in (public, secret):
-        os.chmod(path, 0o600)
-    return Path(public), Path(secret)
+    targets = (directory / f"{name}.key", directory / f"{name}.key_secret")
+    for t in targets:
+        if t.exists():
+            raise CurveError(f"{t} exists: remove it first to replace the key pair")
+    old = os.umask(0o077)
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".keys-", dir=directory))
+        try:
+            made = zmq.auth.create_certificates(str(scratch), name)
+            done: list[Path] = []
+            try:
+                for src, dst in zip(made, targets):
+                    os.link(src, dst)  # fails if dst appeared meanwhile
+                    done.append(dst)
+            except FileExistsError as exc:
+                for d in done:
+                    d.unlink()
+                raise CurveError(f"{exc.filename2 or exc.filename} exists: remove it first to "
+                                 "replace the key pair") from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        os.umask(old)
+    return targets
 
 
 def _load(path: Path, *, need_secret: bool) -> tuple[bytes, bytes | None]:
@@ -100,6 +125,33 @@ def client_keys_from_env() -> tuple[bytes, bytes, bytes] | None:
     client_public, client_secret = _load(Path(client_key), need_secret=True)
     assert client_secret is not None
     return server_public, client_public, client_secret
+
+
+_LOCAL_TRANSPORTS = ("ipc://", "inproc://")
+
+
+def refuse_plain(variable: str, endpoint: str, why: str) -> None:
+    """An endpoint other hosts can reach must be CURVE-protected: without it anyone who reaches
+    the port could serve (and read) or submit jobs. Raises CurveError naming the setting."""
+    if not is_local(endpoint):
+        raise CurveError(f"{variable}={endpoint} would be reachable from other hosts without "
+                         f"CURVE ({why}); keep it on ipc:// (the default) and give workers on "
+                         "other hosts BPOOL_BROKER_TCP with CURVE keys (docs/operations.md)")
+
+
+def server_for(variable: str, endpoint: str, directory: Path) -> "CurveServer | None":
+    """The CURVE server keys a non-local `endpoint` needs (None for ipc); CurveError naming
+    the setting when they are missing."""
+    if is_local(endpoint):
+        return None
+    try:
+        return CurveServer.load(directory)
+    except CurveError as exc:
+        raise CurveError(f"{variable}={endpoint} needs CURVE keys: {exc}") from None
+
+
+def is_local(endpoint: str) -> bool:
+    return endpoint.startswith(_LOCAL_TRANSPORTS)
 
 
 def apply_client(sock: zmq.Socket, keys: tuple[bytes, bytes, bytes]) -> None:

@@ -24,7 +24,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from bpool.config import ensure_private_dir
 from bpool.supervise import (
     DEMO_NAMES, PROGRAM_PREFIX, Discovery, Plan, SyncSettings, candidates, desired, discover,
-    is_managed, plan,
+    front_stop_wait_s, is_managed, plan,
 )
 
 Say = Callable[[str], None]
@@ -163,19 +163,31 @@ def sync(settings: SyncSettings, *, render_only: bool = False, say: Say = print)
         os.close(fd)
 
 
+def stop_warnings(settings: SyncSettings) -> list[str]:
+    """The front drains its open responses for BPOOL_DRAIN_TIMEOUT_S too, but its stopwaitsecs
+    is static in supervisord.conf: say so when supervisord would SIGKILL it mid-drain."""
+    wait = front_stop_wait_s(settings.conf)
+    if wait is None or wait > settings.drain_timeout_s:
+        return []
+    return [f"[program:front] stopwaitsecs={wait} in {settings.conf} is not longer than "
+            f"BPOOL_DRAIN_TIMEOUT_S={settings.drain_timeout_s:g}: supervisord would kill the "
+            "front mid-drain; raise stopwaitsecs"]
+
+
 def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
     found: Discovery = discover(settings, check_profile)
     if found.demo and not candidates(settings.demo_dir):
         make_demo_profiles(settings)
         found = discover(settings, check_profile)
-    for w in found.warnings:
+    want = desired(settings, found)  # may refuse a profile whose section cannot be written
+    for w in found.warnings + stop_warnings(settings):
         say(f"warning: {w}")
     names = ", ".join(p.id for p in found.profiles) or "none"
     say(f"profiles from {found.source}: {names}")
     for r in found.refused:
         say(f"refused {r}")
     have = read_generated(settings.include_dir)
-    p = plan(desired(settings, found), have, found)
+    p = plan(want, have, found)
     for name in p.kept:
         say(f"kept {name.removesuffix('.conf')} running with the cookies it started with")
     write_plan(settings.include_dir, p)

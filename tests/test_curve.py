@@ -115,3 +115,51 @@ def test_tcp_without_allowed_keys_is_a_config_error(tmp_path):
                          text=True, timeout=30)
     assert out.returncode == 78
     assert "no allowed worker keys" in out.stderr
+
+
+@pytest.mark.parametrize("var", ["BPOOL_BROKER_WORKERS", "BPOOL_BROKER_FRONT"])
+def test_a_plain_tcp_endpoint_is_refused(tmp_path, var):
+    """Without CURVE anyone who reaches the port could serve or submit jobs."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPOOL_")}
+    env.update(BPOOL_RUN_DIR=str(tmp_path / "run"), BPOOL_CURVE_DIR=str(tmp_path / "none"))
+    env[var] = f"tcp://127.0.0.1:{port}"
+    out = subprocess.run([sys.executable, "-m", "bpool.broker"], env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 78, out.stderr
+    assert var in out.stderr
+    with socket.socket() as s:  # and nothing was left listening
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_tcp_worker_endpoint_is_bound_with_curve(tmp_path, keys):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BPOOL_")}
+    env.update(BPOOL_RUN_DIR=str(tmp_path / "run"), BPOOL_CURVE_DIR=str(keys["dir"]),
+               BPOOL_BROKER_WORKERS=f"tcp://127.0.0.1:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "bpool.broker"], env=env,
+                            start_new_session=True)
+    try:
+        ep = f"tcp://127.0.0.1:{port}"
+        assert handshake(ep, keys["server_pub"], keys["bad"]) == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        assert handshake(ep, keys["server_pub"], keys["good"]) == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_secret_keys_are_private_from_creation(tmp_path, monkeypatch):
+    """No moment where the secret is readable by others: the mode comes with the file, not
+    from a chmod afterwards (which is disabled here)."""
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
+    old = os.umask(0o022)
+    try:
+        public, secret = curve.generate(tmp_path / "k", "host9")
+    finally:
+        os.umask(old)
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert public.stat().st_mode & 0o077 == 0
+    assert zmq.auth.load_certificate(str(secret))[1]  # a usable key pair
+    assert zmq.auth.load_certificate(str(public))[0] == zmq.auth.load_certificate(str(secret))[0]
+    with pytest.raises(curve.CurveError, match="exists"):
+        curve.generate(tmp_path / "k", "host9")  # never overwrite a key pair in place

@@ -135,3 +135,9 @@ def test_check_cli_as_a_module(tmp_path):
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "nocookies.json" in r.stderr and "has no cookies" in r.stderr
+
+
+def test_a_newline_is_not_part_of_a_usable_id(tmp_path):
+    for name in ("evil\n.json", ".hidden.json", "a\nb.json"):
+        with pytest.raises(ProfileError, match="not a usable profile id"):
+            load_profile(write(tmp_path, name, json.dumps(state())))

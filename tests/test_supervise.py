@@ -310,3 +310,93 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, checkout: Path) -> N
     monkeypatch.setenv("BPOOL_SIMULATOR", "sometimes")
     with pytest.raises(SystemExit, match="BPOOL_SIMULATOR"):
         SyncSettings.from_env()
+
+
+# ---------------------------------------------------------------------------- hardening
+
+
+def test_a_newline_in_a_name_is_refused_by_name_and_the_others_applied(checkout: Path) -> None:
+    c = checkout / "cookies"
+    write(c / "alice.json")
+    write(c / "evil\n.json")
+    write(c / ".hidden.json")
+    s = settings(checkout)
+    lines: list[str] = []
+    assert supervise_live.sync(s, render_only=True, say=lines.append) == 1
+    assert set(supervise_live.read_generated(s.include_dir)) == {"browser-alice.conf"}
+    refused = [line for line in lines if line.startswith("refused ")]
+    assert len(refused) == 1 and "evil" in refused[0] and "letters, digits" in refused[0]
+    assert not any("hidden" in line for line in lines)  # not a profile at all
+
+
+@pytest.mark.parametrize("name", ["me@example.com", "a+b", "x" * 64, "a.b_c-d"])
+def test_sync_and_the_worker_accept_the_same_names(checkout: Path, name: str) -> None:
+    from bpool.studio.profiles import load_profile
+
+    p = write(checkout / "cookies" / f"{name}.json")
+    found = supervise.discover(settings(checkout), check)
+    assert [x.id for x in found.profiles] == [name] == [load_profile(p).id]
+
+
+@pytest.mark.parametrize("name", ["-x", "_x", "x" * 65, "a b", "a%b", "a:b", "évé", "a\nb", "a\n"])
+def test_sync_and_the_worker_refuse_the_same_names(checkout: Path, name: str) -> None:
+    from bpool.studio.profiles import ProfileError, load_profile
+
+    p = write(checkout / "cookies" / f"{name}.json")
+    found = supervise.discover(settings(checkout), check)
+    assert found.profiles == [] and [r.path.name for r in found.refused] == [p.name]
+    with pytest.raises(ProfileError):
+        load_profile(p)
+
+
+def test_a_section_that_cannot_be_rendered_refuses_only_its_profile(checkout: Path) -> None:
+    s = settings(checkout)
+    good, bad = Profile("alice", checkout / "a.json"), Profile("bob", Path("/x\n/bob.json"))
+    found = Discovery("x", profiles=[good, bad])
+    want = supervise.desired(s, found)
+    assert set(want) == {"browser-alice.conf"}
+    assert [r.path for r in found.refused] == [bad.path] and found.profiles == [good]
+
+
+def test_every_stop_timeout_outlasts_its_drain(tmp_path: Path) -> None:
+    here = tmp_path / "c"
+    here.mkdir()
+    shutil.copy(REPO_ROOT / "supervisord.conf", here / "supervisord.conf")
+    write(here / "cookies" / "alice.json")
+    for drain in (30.0, 0.0):
+        s = settings(here, drain_timeout_s=drain)
+        assert supervise_live.sync(s, render_only=True, say=lambda _: None) == 0
+        programs = parsed(here / "supervisord.conf")
+        assert programs["browser-alice"].stopwaitsecs > drain
+    # The front drains its open responses for the default BPOOL_DRAIN_TIMEOUT_S too.
+    assert programs["front"].stopwaitsecs > 30
+
+
+def test_sync_warns_when_the_front_stops_before_its_drain(checkout: Path) -> None:
+    write(checkout / "cookies" / "alice.json")
+    lines: list[str] = []
+    supervise_live.sync(settings(checkout, drain_timeout_s=120), render_only=True,
+                        say=lines.append)
+    assert any(line.startswith("warning:") and "stopwaitsecs" in line and "front" in line
+               for line in lines)
+    lines.clear()
+    supervise_live.sync(settings(checkout, drain_timeout_s=30), render_only=True,
+                        say=lines.append)
+    assert not any("stopwaitsecs" in line for line in lines)
+
+
+def test_programs_run_under_the_lifeline_with_their_secrets_only(tmp_path: Path) -> None:
+    here = tmp_path / "c"
+    here.mkdir()
+    shutil.copy(REPO_ROOT / "supervisord.conf", here / "supervisord.conf")
+    write(here / "cookies" / "alice.json")
+    s = settings(here, simulator="on")
+    assert supervise_live.sync(s, render_only=True, say=lambda _: None) == 0
+    programs = parsed(here / "supervisord.conf")
+    assert set(programs) == {"broker", "front", "browser-alice", "sim"}
+    for name, p in programs.items():
+        argv = shlex.split(p.command)
+        assert argv[1:3] == ["-m", "bpool.lifeline"], name
+        kept = {argv[i + 1] for i, a in enumerate(argv[:argv.index("--")]) if a == "--keep"}
+        assert kept == {"broker": {"BPOOL_CURVE_DIR"},
+                        "front": {"BPOOL_API_KEYS", "BPOOL_API_KEYS_FILE"}}.get(name, set())

@@ -23,7 +23,11 @@ import msgspec
 log = logging.getLogger("bpool.profiles")
 
 MAX_PROFILE_BYTES = 5 * 1024 * 1024  # storage states are a few KB; anything huge is not one
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")  # used in paths and zmq identities
+# The one rule for profile ids, used by the worker and by sync: an id becomes a path, a zmq
+# identity, a supervisord program name (browser-<id>) and a log file name. Always fullmatch:
+# `$` would also match before a trailing newline.
+PROFILE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+PROFILE_ID_RULE = "letters, digits and . _ @ + -, starting with a letter or digit; at most 64"
 # Google's session cookies (AISTUDIO.md); only used to describe a profile, never required, since
 # the simulator's profiles carry their own.
 GOOGLE_SESSION_COOKIES = frozenset(
@@ -115,13 +119,17 @@ def profile_id(path: Path | str) -> str:
     return Path(path).stem
 
 
+def valid_profile_id(pid: str) -> bool:
+    return PROFILE_ID.fullmatch(pid) is not None
+
+
 def load_profile(path: Path | str) -> Profile:
     """Read and validate one profile file; raises ProfileError (never with cookie values)."""
     path = Path(path)
     pid = profile_id(path)
-    if not _ID_RE.match(pid):
+    if not valid_profile_id(pid):
         raise ProfileError(path, f"file name {pid!r} is not a usable profile id "
-                                 "(letters, digits and . _ @ + -; at most 64)")
+                                 f"({PROFILE_ID_RULE})")
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
