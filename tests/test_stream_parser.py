@@ -327,6 +327,7 @@ def test_error_frame_in_every_placement(code):
         "whole body, null elided": '[,[%d,%s]]' % (code, json.dumps(msg)),
         "elided, inside the list": body([text], nested=True)[:-2] + ',[,[%d,%s]]]]' % (code, json.dumps(msg)),
         "with prefix and details": ")]}'\n" + json.dumps([None, [code, msg, [["detail"]]]]),
+        "after text, next to the list": body([text], nested=True)[:-1] + ',[,[%d,%s]]]' % (code, json.dumps(msg)),
     }
     for name, raw in placements.items():
         events = run([raw])
