@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import re
 import signal
 import sys
@@ -191,13 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="listen address (BPOOL_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (BPOOL_PORT, default 2048)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BPOOL_LOG_LEVEL", "INFO").upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        config.setup_logging("front")
         settings = FrontSettings.from_env()
     except config.ConfigError as exc:
         print(f"bpool front: {exc}", file=sys.stderr)
         return config.EX_CONFIG
+    config.add_secret(*settings.api_keys)  # scrubbed from every log line, whatever logs it
     if args.host:
         settings.host = args.host
     if args.port is not None:
