@@ -108,6 +108,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("ACTIVE_AUTH_JSON_PATH", str, "", "old single-file form of `BROWSER_PROFILE_DIR` (still read, with a warning)", group="ops"),
     Var("BPOOL_SIMULATOR", Literal["auto", "on", "off"], "auto", "`auto`: run the simulator (demo mode) only when there is no cookie file", group="ops"),
     Var("BPOOL_SUPERVISORD_CONF", str, "", "the supervisord.conf the `bpool` command operates", group="ops", shown_default="supervisord.conf"),
+    Var("BPOOL_POOL_PROCESS", str, "", "set by bpool.lifeline for every program supervisord runs (and all their children), so that a start after supervisord died can reap what it left (internal)", group="ops"),
     Var("BPOOL_WORKER_CMD", str, "", "command that replaces `python -m bpool.browser_proc` in generated programs (tests)", group="ops"),
     # -- the studio simulator
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),

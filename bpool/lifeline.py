@@ -12,7 +12,8 @@ the next supervisord cannot start them.
 SIGTERM, not SIGKILL: a worker then closes its browser (which runs in a process group of its
 own and would otherwise outlive it) and the front closes its open responses. What still
 survives, e.g. a process hung in its shutdown, is reaped by the next `bpool profiles sync`
-before a new supervisord starts (bpool.supervise_live.reap_orphans).
+before a new supervisord starts (bpool.supervise_live.reap_orphans): it finds them by the
+BPOOL_POOL_PROCESS=<run dir> entry this adds to the environment, which every child inherits.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import sys
 # the simulator get none.
 SECRET_ENV = ("BPOOL_API_KEYS", "BPOOL_API_KEYS_FILE", "BPOOL_CURVE_DIR")
 _PR_SET_PDEATHSIG = 1
+# BPOOL_POOL_PROCESS=<run dir>: marks every process of a pool (see reap_orphans).
+POOL_MARK = "BPOOL_POOL_PROCESS"
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
@@ -67,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.getppid() != parent:  # the parent died before the kernel could be told
         return 1
     env = scrubbed(dict(os.environ), keep)
+    run_dir = env.get("BPOOL_RUN_DIR")
+    if run_dir:  # inherited by everything the program starts, browsers included
+        env[POOL_MARK] = os.path.realpath(run_dir)
     try:
         os.execvpe(command[0], command, env)
     except OSError as exc:

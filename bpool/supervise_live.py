@@ -92,6 +92,48 @@ def connect(settings: SyncSettings) -> Iterator[Any | None]:
         transport.close()
 
 
+def supervisord_alive(settings: SyncSettings) -> bool:
+    """A supervisord runs this pool: its socket answers, or its pid file names a live
+    supervisord (one that is still starting has no socket yet)."""
+    with connect(settings) as proxy:
+        if proxy is not None:
+            return True
+    try:
+        pid = int((settings.run_dir / "supervisord.pid").read_text().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"supervisord" in f.read()
+    except (OSError, ValueError):
+        return False
+
+
+def reap_orphans(settings: SyncSettings, grace_s: float = 5.0) -> list[int]:
+    """Processes a dead supervisord left behind: its programs (bpool.lifeline marks them and
+    everything they start with BPOOL_POOL_PROCESS=<run dir>) and the browsers of its workers.
+    They would hold the broker's and the profiles' locks and the front's port, and keep serving
+    beside the new pool. Only called while no supervisord runs this pool: SIGTERM, then SIGKILL
+    after `grace_s`. Returns the pids found."""
+    from bpool.lifeline import POOL_MARK
+    from bpool.studio import procs
+
+    run_dir = os.path.realpath(settings.run_dir)
+    mark = f"{POOL_MARK}={run_dir}".encode()
+    owner = f"{procs.OWNER_ENV}=".encode()
+
+    def ours(entry: bytes) -> bool:
+        if entry == mark:
+            return True
+        if entry.startswith(owner):  # a browser: <run dir>/browsers/<profile>
+            tag = os.path.realpath(entry[len(owner):].decode(errors="replace"))
+            return os.path.dirname(os.path.dirname(tag)) == run_dir
+        return False
+
+    spared = procs.ancestors()
+    pids = [p for p in procs.pids_with_env(ours) if p not in spared and procs.alive(p)]
+    if pids:
+        procs.terminate(pids, grace_s)
+    return pids
+
+
 @dataclass
 class Applied:
     started: list[str] = field(default_factory=list)
@@ -175,6 +217,11 @@ def stop_warnings(settings: SyncSettings) -> list[str]:
 
 
 def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
+    if not supervisord_alive(settings):
+        reaped = reap_orphans(settings)
+        if reaped:
+            say(f"stopped {len(reaped)} processes left running by a supervisord that is gone "
+                f"(pids {', '.join(map(str, sorted(reaped)))})")
     found: Discovery = discover(settings, check_profile)
     if found.demo and not candidates(settings.demo_dir):
         make_demo_profiles(settings)

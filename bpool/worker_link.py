@@ -130,6 +130,10 @@ class _Link:
         self.backend = backend
         self.settings = settings
         self.stop = stop
+        # A worker orphaned by its supervisor (kill -9 of supervisord, and a wrapper that did
+        # not pass the parent-death signal on) stops as if told to: a new pool cannot start
+        # this profile while it holds the profile's lock.
+        self.parent = os.getppid()
         self.ctx = zmq.asyncio.Context.instance()
         self.enc = encoder()
         self.dec = decoder(BrokerToWorker)
@@ -282,6 +286,9 @@ class _Link:
             if self.dead:
                 self.send(Goodbye("browser died"))
                 return 1
+            if not self.stop.is_set() and os.getppid() != self.parent:
+                log.warning("parent process %d is gone: stopping", self.parent)
+                self.stop.set()
             if self.stop.is_set():
                 if stopping_since is None:
                     stopping_since = now

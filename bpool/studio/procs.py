@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -87,6 +88,45 @@ def kill_tagged(tag: str) -> list[int]:
         except OSError:
             pass
     return pids
+
+
+def ancestors() -> set[int]:
+    """This process and its ancestors (never to be reaped by it)."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        st = proc_stat(pid)
+        if st is None:
+            break
+        pid = st[1]
+    return out
+
+
+def terminate(pids: list[int], grace_s: float) -> list[int]:
+    """SIGTERM `pids`, give them `grace_s` to exit, then SIGKILL what is left and the process
+    groups it leads (browsers lead their own). Returns the pids that had to be killed."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace_s
+    left = [p for p in pids if alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [p for p in left if alive(p)]
+    own_group = os.getpgrp()
+    for pid in left:
+        if pgid_of(pid) == pid and pid != own_group:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return left
 
 
 class ProfileLock:
