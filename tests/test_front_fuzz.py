@@ -86,7 +86,8 @@ def flipped(rng: random.Random) -> bytes:
 def bad_utf8(rng: random.Random) -> bytes:
     data = json.dumps(valid(rng)).encode()
     cut = data.index(b"case ") + 5
-    return data[:cut] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80"]) + data[cut:]
+    bad = rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf8\x88\x80"])
+    return data[:cut] + bad + data[cut:]
 
 
 def deep(rng: random.Random) -> bytes:
