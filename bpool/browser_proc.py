@@ -4,15 +4,17 @@
                                  [--headed] [--studio-url URL] [--run-dir DIR]
 
 Lifecycle: load + validate the profile → pick the engine → launch → load the storage state → open
-the studio → register (`Ready`) → { job → stream → reset → `Idle` }. A logged-out profile (or an
-unsupported region) still registers, with `Ready.unusable` set, and stays up so the operator sees
-why in /health and `supervisorctl status`.
+the studio → register (`Ready`) → { job → stream → reset → `Idle` }. A logged-out profile, one
+whose account has not accepted the terms of service (`needs_consent`), or an unsupported region
+still registers, with `Ready.unusable` set, and stays up so the operator sees why in /health and
+`supervisorctl status`.
 
 Exit codes (supervisord: `autorestart=unexpected`, `exitcodes=0,78`):
     0   stopped by SIGTERM/SIGINT (drained, said Goodbye, closed the browser)
     1   the browser died or the studio could not be opened: restarting may help
-    78  EX_CONFIG: bad profile file, browser not installed, bad setting, or the profile is
-        already served by another worker: restarting cannot help, so it is not retried
+    78  EX_CONFIG: bad profile file, browser not installed, bad setting, the profile is already
+        served by another worker, or the browser cannot run the page tap in the page's own world
+        (an old Camoufox): restarting cannot help, so it is not retried
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from bpool import config
 from bpool.protocol import ErrorInfo, Usage
-from bpool.studio.driver import DriverSettings, StudioDriver
+from bpool.studio.driver import TAP_STEP, DriverSettings, StudioDriver
 from bpool.studio.engines import (EX_CONFIG, BrowserDirs, EngineError, EngineSettings,
                                   LaunchedBrowser, choose_engine, launch)
 from bpool.studio.outcomes import BrowserGone, StepError
@@ -36,6 +38,8 @@ from bpool.worker_link import BackendDead, Job, JobError, LinkSettings, run_work
 
 log = logging.getLogger("bpool.browser")
 PROG = "bpool.browser_proc"
+# Account states a restart cannot fix: the worker registers out of rotation instead.
+UNUSABLE_KINDS = ("logged_out", "needs_consent")
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class BrowserBackend:
             return await self.driver.run(job.spec, job.emit, job.start)
         except StepError as exc:
             log.warning("job %s failed at step %r: %s (%s)", job.id, exc.step, exc.message, exc.kind)
-            if exc.kind == "logged_out":
+            if exc.kind in UNUSABLE_KINDS:
                 self.unusable = exc.to_error()  # also said again if we ever re-register
             raise JobError(exc.to_error()) from None
         except BrowserGone as exc:
@@ -97,14 +101,15 @@ async def open_studio(browser: LaunchedBrowser, profile: Profile, settings: Work
     async with asyncio.timeout(settings.setup_timeout_s):
         await browser.context.set_storage_state(profile.storage_state())
     driver = StudioDriver(browser.context, settings.driver,
-                          settings.run_dir / "snapshots" / profile.id)
+                          settings.run_dir / "snapshots" / profile.id,
+                          engine=browser.engine, profile=profile.id)
     await driver.install()
     driver.watch(browser.gone)
     backend = BrowserBackend(profile.id, browser.engine, driver)
     try:
         await driver.open()
     except StepError as exc:
-        if exc.kind != "logged_out" and "region" not in exc.message:
+        if exc.kind not in UNUSABLE_KINDS and "region" not in exc.message:
             raise
         backend.unusable = exc.to_error()
         log.error("profile %s is not usable: %s; registering out of rotation", profile.id, exc)
@@ -148,6 +153,12 @@ async def serve(settings: WorkerSettings, profile: Profile) -> int:
     try:
         try:
             backend = await open_studio(browser, profile, settings)
+        except StepError as exc:
+            if exc.step == TAP_STEP:  # this browser cannot see the page's requests at all
+                print(f"{PROG}: profile {profile.id}: {exc}", file=sys.stderr)
+                return EX_CONFIG
+            log.error("could not open the studio: %s", str(exc) or "timed out")
+            return 1
         except Exception as exc:  # a site that is down, a browser that died: a restart may help
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.error("could not open the studio: %s", first or "timed out")
@@ -183,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = WorkerSettings.from_env(args)
     except SystemExit as exc:  # a malformed BPOOL_* value: config, not worth a restart
         print(exc, file=sys.stderr)
+        return EX_CONFIG
+    except config.ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return EX_CONFIG
     return asyncio.run(serve(settings, profile))
 

@@ -210,7 +210,7 @@ async def test_large_prompt_round_trips_and_is_submitted_fast(sim, open_page):
         t0 = time.monotonic()
         await d.submit(prompt, lambda: None)
         timings.append(time.monotonic() - t0)
-        stream = await d._await_request()
+        stream = await d._await_request(d.model)
         rec = Recorder()
         finish, _ = await read_answer(stream, rec.emit, d._limits())
         assert finish == "stop"
@@ -550,116 +550,6 @@ def test_browser_proc_config_errors_exit_78_with_one_line(sim, tmp_path, case):
     assert "Traceback" not in r.stderr
 
 
-# ---------------------------------------------------------------------------- the tap, alone
-
-
-TAP_PAGE = """<!doctype html><title>tap test</title><body>
-<script>
-window.viaXhr = (url, body, abortAfterMs) => new Promise((resolve) => {
-  const x = new XMLHttpRequest();
-  x.open('POST', url);
-  x.onloadend = () => resolve(x.status);
-  x.send(body);
-  if (abortAfterMs) setTimeout(() => x.abort(), abortAfterMs);
-});
-window.viaFetchText = async (url) => (await (await fetch(url, {method: 'POST'})).text());
-</script></body>"""
-
-
-@pytest.fixture
-async def tap_site(aiohttp_server):
-    from aiohttp import web
-
-    async def page(request):
-        return web.Response(text=TAP_PAGE, content_type="text/html")
-
-    async def generate(request):
-        if request.query.get("fail"):
-            return web.Response(status=429, text='[,[8,"You exceeded quota"]]')
-        resp = web.StreamResponse()
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        body = '[[[[[[[null,"é€ one"]],"model"]]]],[[[[[[null," two"]],"model"],1]],null,[1,2,3]]]'
-        raw = body.encode()
-        for i in range(0, len(raw), 7):  # 7 bytes: cuts through the multi-byte characters
-            await resp.write(raw[i:i + 7])
-            await asyncio.sleep(0.03)
-        await resp.write_eof()
-        return resp
-
-    async def hang(request):
-        resp = web.StreamResponse()
-        await resp.prepare(request)
-        await resp.write(b"[")
-        await asyncio.sleep(30)
-        return resp
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    app.router.add_post("/rpc/GenerateContent", generate)
-    app.router.add_post("/rpc/hang/GenerateContent", hang)
-    return await aiohttp_server(app, host="127.0.0.1")
-
-
-@pytest.fixture
-async def tapped_page(tap_site, tmp_path):
-    if not HAVE_CHROMIUM:
-        pytest.skip("no system Chromium")
-    s = engines.EngineSettings()
-    browser = await engines.launch(engines.EngineChoice("chromium", s.chromium_path, "t"), s,
-                                   engines.BrowserDirs.for_profile(tmp_path, "tap"))
-    try:
-        driver = StudioDriver(browser.context, DriverSettings(), tmp_path / "snap")
-        await driver.install()
-        await driver.page.goto(str(tap_site.make_url("/")))
-        yield driver
-    finally:
-        await browser.close()
-
-
-async def collect(stream, timeout_s: float = 20.0) -> list:
-    pieces = []
-    while not pieces or pieces[-1].event not in ("end", "error"):
-        pieces.append(await stream.next(timeout_s))
-    return pieces
-
-
-@pytest.mark.parametrize("via", ["viaXhr", "viaFetchText"])
-async def test_tap_streams_xhr_and_fetch_bodies_in_pieces(tapped_page, via):
-    d = tapped_page
-    status = asyncio.ensure_future(d.page.evaluate(f"(u) => window.{via}(u)", "/rpc/GenerateContent"))
-    stream = await d.tap.next_generate(20)
-    assert stream.url.endswith("/rpc/GenerateContent")
-    pieces = await collect(stream)
-    await status
-    assert pieces[0].event == "start" and pieces[0].status == 200
-    data = [p.data for p in pieces if p.event == "data"]
-    assert len(data) >= 3, "the body did not arrive in pieces"
-    assert pieces[-1].event == "end"
-    rec = Recorder()
-    from bpool.studio.stream_parser import StreamParser
-
-    parser = StreamParser()
-    for chunk in data:
-        for ev in parser.feed(chunk):
-            rec.emit(content=getattr(ev, "text", ""))
-    assert parser.complete and rec.content == "é€ one two"
-
-
-async def test_tap_reports_status_and_aborts(tapped_page):
-    d = tapped_page
-    await d.page.evaluate("(u) => window.viaXhr(u)", "/rpc/GenerateContent?fail=1")
-    pieces = await collect(await d.tap.next_generate(20))
-    assert pieces[0].status == 429 and "exceeded quota" in "".join(p.data for p in pieces)
-    await d.page.evaluate("(u) => window.viaXhr(u, '', 300)", "/rpc/hang/GenerateContent")
-    pieces = await collect(await d.tap.next_generate(20))
-    assert pieces[-1].event == "error" and pieces[-1].message == "abort"
-    # other URLs are not tapped
-    await d.page.evaluate("() => fetch('/').then(r => r.text())")
-    with pytest.raises(asyncio.TimeoutError):
-        await d.tap.next_generate(0.5)
-
-
 # ---------------------------------------------------------------------------- sans-IO pieces
 
 
@@ -738,8 +628,8 @@ async def test_tap_bookkeeping_reorders_and_survives_garbage():
 
     with pytest.raises(TapClosed):
         await tap.next_generate(1)
-    script = tap_script("__b", "GC", "LM")
-    assert script.rstrip().endswith('({"binding": "__b", "patterns": ["GC", "LM"]});')
+    script = tap_script("__b", ("GC", "LM"))
+    assert script.rstrip().endswith('({"binding": "__b", "methods": ["GC", "LM"], "relay": ""});')
 
 
 def test_browser_proc_unreachable_studio_exits_1_and_leaves_no_browser(sim, tmp_path):

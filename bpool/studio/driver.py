@@ -1,12 +1,16 @@
 """The AI Studio page driver: open the page, pick the model, set parameters, submit, stream, reset.
 
-Google changes the page without notice, so every selector and URL pattern lives in `STUDIO`
-below and nowhere else (tap.js gets its URL markers from it too). Every step runs under a timeout
-and fails with a `StepError` naming the step and whose fault it is; unexpected failures leave a
-screenshot and an HTML snapshot under `<run dir>/snapshots/<profile>/` for the operator.
+Every selector and URL pattern lives in table.STUDIO and nowhere else (tap.js and the page
+scripts get theirs from it). Every step runs under a timeout and fails with a `StepError` naming
+the step and whose fault it is; unexpected failures leave a screenshot and an HTML snapshot under
+`<run dir>/snapshots/<profile>/` for the operator.
 
 The answer is read from the page's own GenerateContent response as it streams (tap.js + Tap),
-never from the DOM.
+never from the DOM; the model that answered is the one the tapped request body names.
+
+Per job the page pays for one probe, the prompt and the click; the run-settings panel is opened
+only when the job asks for something the page does not have (panel.py). After the answer, New
+chat puts the page back on the model's defaults, with temporary chat on again (temporary.py).
 """
 
 from __future__ import annotations
@@ -15,169 +19,81 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
+from urllib.parse import quote, urlsplit
 
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import TimeoutError as PlaywrightTimeout
-
-from bpool import config
 from bpool.protocol import JobSpec, Usage
 from bpool.studio import page_js
 from bpool.studio.answer import AnswerLimits, Emit, read_answer
-from bpool.studio.outcomes import (BrowserGone, Cooldowns, StepError, location_problem,
-                                   notice_problem)
+from bpool.studio.engines import main_world_prefix
+from bpool.studio.outcomes import BrowserGone, StepError, location_problem, notice_problem
+from bpool.studio.panel import RunSettings
+from bpool.studio.popups import NEEDS_CONSENT, Popups, consent_error, prefs_init_script
 from bpool.studio.prompt import render_prompt
-from bpool.studio.snapshots import save_snapshot
+from bpool.studio.steps import DriverSettings, Steps
 from bpool.studio.stream_parser import parse_models
-from bpool.studio.tap import Tap, TapClosed, TapStream, tap_script
+from bpool.studio.table import STUDIO, StudioTable
+from bpool.studio.tap import Tap, TapClosed, TapStream, tap_scripts
+from bpool.studio.temporary import TemporaryChat, temp_args
+
+__all__ = ["STUDIO", "DriverSettings", "StudioDriver", "StudioTable"]
 
 log = logging.getLogger("bpool.driver")
-
-
-@dataclass(frozen=True)
-class StudioTable:
-    """THE table of page facts (AISTUDIO.md). Update here when the page changes."""
-
-    # URLs and page states
-    new_chat_path: str = "/prompts/new_chat"
-    generate_marker: str = "GenerateContent"  # substring of the streamed answer's RPC URL
-    models_marker: str = "ListModels"
-    signin_hosts: tuple[str, ...] = ("accounts.google.com",)
-    signin_path_markers: tuple[str, ...] = ("/signin", "ServiceLogin")
-    signin_title: str = "Sign in"
-    region_title: str = "Available regions"
-    ready: tuple[str, ...] = ("ms-prompt-box", "ms-prompt-input-wrapper", "ms-chunk-editor")
-    model_name: str = '[data-test-id="model-name"]'
-    model_pref_key: str = "aiStudioUserPreference"
-    model_pref_field: str = "promptModel"
-    account_email: tuple[str, ...] = (
-        '[data-test-id="account-email"]',
-        'a[aria-label^="Google Account"]',
-        '[aria-label*="@"]',
-        'img[alt*="@"]',
-    )
-    # submitting
-    prompt_textarea: tuple[str, ...] = (
-        'ms-prompt-box textarea[aria-label="Enter a prompt"]',
-        "ms-prompt-input-wrapper textarea",
-        "textarea.textarea",
-    )
-    run_button: tuple[str, ...] = ('ms-run-button button[type="submit"]', 'button[aria-label="Run"]')
-    stop_button: str = 'button[aria-label="Stop generating"]'
-    new_chat_button: str = 'button[aria-label="New chat"]'
-    dialog: str = ".mat-mdc-dialog-inner-container"
-    discard_label: str = "Discard and continue"
-    chat_turn: str = "ms-chat-turn"
-    # notices
-    toasts: str = "div.toast.warning, div.toast.error"
-    toast_text: str = "span.content-text"
-    quota_callout: str = "ms-callout.error-callout .message"
-    quota_phrases: tuple[str, ...] = ("exceeded quota", "quota exceeded", "out of free generations")
-    rate_phrases: tuple[str, ...] = ("too many requests", "rate limit")
-    # parameters (right-hand panel)
-    temperature: str = 'ms-slider input[type="number"][max="2"]'
-    top_p: str = 'ms-slider input[type="number"][max="1"]'
-    max_tokens: str = 'input[aria-label="Maximum output tokens"]'
-    stop_input: str = 'input[aria-label="Add stop token"]'
-    stop_chip_remove: str = 'mat-chip button.remove-button[aria-label*="Remove"]'
-    thinking_toggle: str = 'button[role="switch"][aria-label="Toggle thinking mode"]'
-    # our own name on the page (the exposed binding tap.js posts to)
-    binding: str = "__bpoolTap"
-
-
-STUDIO = StudioTable()
-
-
-@dataclass(frozen=True)
-class DriverSettings:
-    base_url: str = "https://aistudio.google.com"  # BPOOL_STUDIO_URL
-    step_timeout_s: float = 30.0  # BPOOL_STEP_TIMEOUT_S
-    navigation_timeout_s: float = 60.0  # BPOOL_NAVIGATION_TIMEOUT_S
-    send_timeout_s: float = 20.0  # Run clicked → the page's request must start
-    first_chunk_timeout_s: float = 180.0  # BPOOL_FIRST_CHUNK_TIMEOUT_S (thinking takes a while)
-    idle_timeout_s: float = 120.0  # BPOOL_STREAM_IDLE_TIMEOUT_S: silence between pieces
-    answer_timeout_s: float = 900.0  # BPOOL_ANSWER_TIMEOUT_S: the whole answer
-    models_wait_s: float = 10.0  # how long to wait for the page's own ListModels
-    cooldowns: Cooldowns = field(default_factory=Cooldowns)
-    snapshots_kept: int = 20
-
-    @classmethod
-    def from_env(cls) -> "DriverSettings":
-        f = config.env_float
-        return cls(
-            base_url=config.env_str("BPOOL_STUDIO_URL", cls.base_url).rstrip("/"),
-            step_timeout_s=f("BPOOL_STEP_TIMEOUT_S", cls.step_timeout_s),
-            navigation_timeout_s=f("BPOOL_NAVIGATION_TIMEOUT_S", cls.navigation_timeout_s),
-            first_chunk_timeout_s=f("BPOOL_FIRST_CHUNK_TIMEOUT_S", cls.first_chunk_timeout_s),
-            idle_timeout_s=f("BPOOL_STREAM_IDLE_TIMEOUT_S", cls.idle_timeout_s),
-            answer_timeout_s=f("BPOOL_ANSWER_TIMEOUT_S", cls.answer_timeout_s),
-            cooldowns=Cooldowns(f("BPOOL_RATE_LIMIT_COOLDOWN_S", 300.0),
-                                f("BPOOL_QUOTA_COOLDOWN_S", 4 * 3600.0)),
-        )
-
-    @property
-    def new_chat_url(self) -> str:
-        return self.base_url.rstrip("/") + STUDIO.new_chat_path
+TAP_STEP = "install tap"
 
 
 class StudioDriver:
     """One page of one browser context. Not safe for concurrent jobs (nor is the page)."""
 
     def __init__(self, context: Any, settings: DriverSettings, snapshot_dir: Path,
-                 table: StudioTable = STUDIO):
+                 table: StudioTable = STUDIO, *, engine: str = "chromium", profile: str = ""):
         self.context = context
-        self.page: Any = None
         self.s = settings
         self.t = table
-        self.snapshot_dir = snapshot_dir
-        self.tap = Tap(table.generate_marker, table.models_marker)
+        self.engine = engine
+        self.profile = profile or snapshot_dir.name
+        self.tap = Tap(table.generate_method, table.models_method)
+        self.x = Steps(settings, table, self.tap, snapshot_dir)
+        self.popups = Popups(self.x)
+        self.panel = RunSettings(self.x)
+        self.temporary = TemporaryChat(self.x)
         self.account = ""
         self.models: tuple[str, ...] = ()
         self.model_names: dict[str, str] = {}
-        self.defaults: dict[str, Any] = {}  # the page's own parameter values, restored per job
+        self.model: str | None = None  # the model the page is on, as far as we know
         self._watcher: asyncio.Task | None = None
         self._old_notices: set[str] = set()
+        self._probe_args = {
+            "ready": list(table.ready), "prompt": list(table.prompt_textarea),
+            "dialog": table.dialog, "turn": table.chat_turn, "toasts": table.toasts,
+            "toastText": table.toast_text, "callout": table.quota_callout,
+            "prefKey": table.pref_key, "prefField": table.pref_model_field,
+            "panel": self.panel.args["panel"], "panelClose": list(table.panel_close),
+            **self.popups.args, **temp_args(self.x),
+        }
+
+    @property
+    def page(self) -> Any:
+        return self.x.page
 
     # ------------------------------------------------------------------ plumbing
 
     async def install(self) -> None:
-        """Expose the tap binding and its init script; must run before the first navigation."""
-        async with self.step("install tap"):
+        """Expose the tap binding and the init scripts; must run before the first navigation."""
+        async with self.x.step(TAP_STEP):
             await self.context.expose_binding(self.t.binding, self.tap.on_message)
-            await self.context.add_init_script(
-                script=tap_script(self.t.binding, self.t.generate_marker, self.t.models_marker))
+            methods = (self.t.generate_method, self.t.models_method)
+            for script in tap_scripts(self.t.binding, methods, main_world_prefix(self.engine)):
+                await self.context.add_init_script(script=script)
+            await self.context.add_init_script(script=prefs_init_script(self.x))
             pages = self.context.pages
-            self.page = pages[0] if pages else await self.context.new_page()
+            self.x.page = pages[0] if pages else await self.context.new_page()
             for extra in pages[1:]:
                 await extra.close()
         self.context.on("close", lambda *_: self.tap.close())
         self.page.on("close", lambda *_: self.tap.close())
         self.page.on("crash", lambda *_: self.tap.close())
-
-    @contextlib.asynccontextmanager
-    async def step(self, name: str, timeout_s: float | None = None) -> AsyncIterator[None]:
-        """Run a block as the named step: timeout, and every failure said in our own terms."""
-        limit = timeout_s or self.s.step_timeout_s
-        try:
-            async with asyncio.timeout(limit):
-                yield
-        except (StepError, BrowserGone):
-            raise
-        except TapClosed:
-            raise BrowserGone(f"{name}: the page closed") from None
-        except (TimeoutError, PlaywrightTimeout):
-            raise StepError(name, f"timed out after {limit:.0f}s", "timeout") from None
-        except PlaywrightError as exc:
-            first = (exc.message or str(exc)).strip().splitlines()[0][:300]
-            if self.tap.closed or "has been closed" in first or "crashed" in first.lower():
-                raise BrowserGone(f"{name}: {first}") from None
-            raise StepError(name, first, "site") from None
-        except Exception as exc:  # Playwright raises a bare Exception when its driver is gone
-            if "connection closed" in str(exc).lower():
-                raise BrowserGone(f"{name}: {exc}") from None
-            raise
 
     def watch(self, gone: asyncio.Event) -> None:
         """Treat `gone` (the browser or its driver exited) like the page closing."""
@@ -186,29 +102,21 @@ class StudioDriver:
             self.tap.close()
         self._watcher = asyncio.create_task(wait())
 
-    async def _js(self, name: str, script: str, arg: Any = None) -> Any:
-        async with self.step(name):
-            return await self.page.evaluate(script, arg)
-
     async def snapshot(self, step: str) -> Path | None:
-        """Screenshot + HTML of the page for the operator; never raises."""
-        if self.page is None or self.tap.closed:
-            return None
-        return await save_snapshot(self.page, self.snapshot_dir, step, self.s.snapshots_kept)
+        return await self.x.snapshot(step)
 
     # ------------------------------------------------------------------ page state
 
     async def _probe(self, name: str) -> dict:
-        return await self._js(name, page_js.PROBE, {
-            "ready": list(self.t.ready), "modelName": self.t.model_name,
-            "prompt": list(self.t.prompt_textarea), "dialog": self.t.dialog,
-            "turn": self.t.chat_turn, "toasts": self.t.toasts, "toastText": self.t.toast_text,
-            "callout": self.t.quota_callout,
-        })
+        return await self.x.js(name, page_js.PROBE, self._probe_args)
 
     async def _check_location(self, name: str) -> None:
-        async with self.step(name):
+        async with self.x.step(name):
             url, title = self.page.url, await self.page.title()
+        host = (urlsplit(url).hostname or "").lower()
+        if host in self.t.unavailable_hosts:
+            raise StepError(name, f"this account cannot use AI Studio (redirected to {host})",
+                            "logged_out")
         problem = location_problem(
             url, title, signin_hosts=self.t.signin_hosts,
             signin_path_markers=self.t.signin_path_markers, signin_title=self.t.signin_title,
@@ -216,12 +124,13 @@ class StudioDriver:
         if problem:
             raise StepError(name, problem[1], problem[0])
 
-    async def _goto_new_chat(self, name: str) -> None:
-        async with self.step(name, self.s.navigation_timeout_s):
-            await self.page.goto(self.s.new_chat_url, wait_until="domcontentloaded")
+    async def _goto(self, name: str, url: str) -> None:
+        self.tap.hello.clear()
+        async with self.x.step(name, self.s.navigation_timeout_s):
+            await self.page.goto(url, wait_until="domcontentloaded")
 
     async def _wait_ready(self, name: str) -> dict:
-        """Poll until the prompt box is visible and the model is shown; spot sign-in on the way."""
+        """Poll until the prompt box is visible; spot sign-in and the consent on the way."""
         deadline = time.monotonic() + self.s.navigation_timeout_s
         while True:
             await self._check_location(name)
@@ -229,26 +138,61 @@ class StudioDriver:
                 probe = await self._probe(name)
             except StepError:  # e.g. "execution context was destroyed" while navigating
                 probe = {}
-            if probe.get("ready") and (probe.get("modelName") or not probe.get("hasModelName")):
+            if probe.get("consent"):
+                raise consent_error(name, self.profile)
+            if probe.get("ready"):
                 return probe
             if time.monotonic() > deadline:
                 raise StepError(name, "the prompt box did not appear", "timeout")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+
+    async def _check_tap(self) -> None:
+        """The new document's tap reported in, from the page's own world."""
+        try:
+            await asyncio.wait_for(self.tap.hello.wait(), self.s.tap_hello_s)
+        except asyncio.TimeoutError:
+            raise StepError(TAP_STEP, "the page tap did not start in the new page", "broken") from None
+        if self.tap.hello_world != "page":
+            raise StepError(TAP_STEP, f"the tap runs in an {self.tap.hello_world or 'unknown'} "
+                                      "world and cannot see the page's requests (Camoufox needs "
+                                      "main-world init scripts: daijro/camoufox#745)", "broken")
+
+    async def _settle(self, name: str, probe: dict) -> None:
+        """A fresh chat as every job expects it: no popups, temporary chat on, grounding off."""
+        if probe.get("popups"):
+            await self.popups.clear(name)
+        if self.s.temporary_chat:
+            await self.temporary.ensure_on(name, probe.get("temporary"))
+        state = await self.panel.settle(self.model, name)
+        if state is not None and self.model is None:
+            self.model = self._model_id(state.get("model", ""))
+
+    def _model_id(self, shown: str) -> str | None:
+        """A model id from what the page shows ("models/<id>", an id or a display name)."""
+        shown = (shown or "").strip().removeprefix("models/")
+        if not shown:
+            return None
+        if shown in self.models or not self.models:
+            return shown
+        return next((mid for mid, name in self.model_names.items() if name == shown), None)
 
     async def open(self) -> None:
-        """Open a new chat: logged out → StepError(kind="logged_out"); region → kind "site"."""
+        """Open a new chat: logged out → StepError(kind="logged_out"); region → kind "site";
+        terms not accepted → kind "needs_consent"."""
         self.tap.models_changed.clear()
         try:
-            await self._goto_new_chat("open page")
-            await self._wait_ready("wait ready")
+            await self._goto("open page", self.s.new_chat_url)
+            probe = await self._wait_ready("wait ready")
+            await self._check_tap()
+            self.account = await self.x.js("read account", page_js.ACCOUNT,
+                                           list(self.t.account_email))
+            await self._read_models()
+            self.model = self._model_id(probe.get("prefModel", ""))
+            await self._settle("open page", probe)
         except StepError as exc:
             if exc.kind in ("site", "timeout") and "region" not in exc.message:
                 await self.snapshot(exc.step)
             raise
-        self.account = await self._js("read account", page_js.ACCOUNT, list(self.t.account_email))
-        await self._read_models()
-        if not self.defaults:
-            self.defaults = await self._js("read parameters", page_js.READ_PARAMS, self._param_sels())
 
     async def _read_models(self) -> None:
         try:
@@ -260,63 +204,22 @@ class StudioDriver:
         self.models = tuple(mid for mid, _ in entries)
         self.model_names = dict(entries)
 
-    def _shows(self, shown: str, want: str) -> bool:
-        shown = shown.strip().removeprefix("models/")
-        return bool(shown) and shown in (want, self.model_names.get(want, want))
-
-    async def select_model(self, model: str) -> None:
-        want = model.strip().removeprefix("models/")
+    async def select_model(self, want: str) -> dict:
+        """Open a new chat on `want` (preference + `?model=`, then a reload); the fresh probe.
+        The request body confirms it later."""
         if self.models and want not in self.models:
             raise StepError("select model", f"model {want!r} is not offered to this account "
                                             f"(has: {', '.join(self.models)})", "bad_request")
-        probe = await self._probe("select model")
-        if self._shows(probe.get("modelName", ""), want):
-            return
-        # The page picks its model from this preference on load (AISTUDIO.md).
-        await self._js("select model", page_js.SET_MODEL_PREF,
-                       [self.t.model_pref_key, self.t.model_pref_field, "models/" + want])
-        await self._goto_new_chat("select model")
+        await self.x.js("select model", page_js.SET_MODEL_PREF,
+                        [self.t.pref_key, self.t.pref_model_field, "models/" + want])
+        url = f"{self.s.new_chat_url}?{self.t.model_query}={quote(want, safe='')}"
+        await self._goto("select model", url)
         probe = await self._wait_ready("select model")
-        if not self._shows(probe.get("modelName", ""), want):
-            raise StepError("select model", f"the page shows {probe.get('modelName')!r} after "
-                                            f"selecting {want!r}")
-
-    def _param_sels(self) -> dict:
-        return {"temperature": self.t.temperature, "top_p": self.t.top_p,
-                "max_tokens": self.t.max_tokens, "thinking": self.t.thinking_toggle}
-
-    async def set_parameters(self, spec: JobSpec) -> None:
-        """Set what the request asks for and restore the page defaults for the rest; controls
-        that this page version lacks are skipped."""
-        want = {
-            "temperature": spec.temperature if spec.temperature is not None
-            else self.defaults.get("temperature"),
-            "top_p": spec.top_p if spec.top_p is not None else self.defaults.get("top_p"),
-            "max_tokens": spec.max_tokens if spec.max_tokens is not None else "max",
-            "thinking": (spec.reasoning_effort not in ("none", "minimal"))
-            if spec.reasoning_effort is not None else self.defaults.get("thinking"),
-        }
-        missing = await self._js("set parameters", page_js.SET_PARAMS,
-                                 {"sels": self._param_sels(), "values": want})
-        asked = {k for k, v in (("temperature", spec.temperature), ("top_p", spec.top_p),
-                                ("max_tokens", spec.max_tokens),
-                                ("thinking", spec.reasoning_effort)) if v is not None}
-        if asked & set(missing):
-            log.warning("page has no control for %s; left as is", ", ".join(sorted(asked & set(missing))))
-        await self._set_stops(spec.stop)
-
-    async def _set_stops(self, stops: tuple[str, ...]) -> None:
-        await self._js("set stop sequences", page_js.CLEAR_CHIPS, self.t.stop_chip_remove)
-        if not stops:
-            return
-        async with self.step("set stop sequences"):
-            box = self.page.locator(self.t.stop_input)
-            if await box.count() == 0:
-                log.warning("page has no stop-sequence input; stop sequences ignored")
-                return
-            for stop in stops:
-                await box.first.fill(stop)
-                await box.first.press("Enter")
+        await self._check_tap()
+        log.info("switched the page to model %s (was %s)", want, self.model or "unknown")
+        self.model = want
+        await self._settle("select model", probe)
+        return probe
 
     # ------------------------------------------------------------------ one job
 
@@ -324,14 +227,14 @@ class StudioDriver:
         """Answer one job, streaming through `emit`. `on_submit` runs right before the click that
         sends the prompt (the point of no return). Cancellation clicks Stop, then re-raises."""
         prompt = render_prompt(spec.messages)
+        want = spec.model.strip().removeprefix("models/")
         try:
-            await self.select_model(spec.model)
-            await self.set_parameters(spec)
             self.tap.discard_pending()
+            probe = await self._prepare(spec, want)
             # Notices already on screen belong to an earlier job, not to this one.
-            self._old_notices = set((await self._probe("fill prompt")).get("notices", []))
+            self._old_notices = set(probe.get("notices", []))
             await self.submit(prompt, on_submit)
-            stream = await self._await_request()
+            stream = await self._await_request(want)
             try:
                 return await read_answer(stream, emit, self._limits())
             except StepError as exc:
@@ -348,33 +251,55 @@ class StudioDriver:
                 await self.snapshot(exc.step)
             raise
 
+    async def _prepare(self, spec: JobSpec, want: str) -> dict:
+        """The page ready for this job's prompt: model, settings, panel closed, no popups."""
+        probe = await self._probe("prepare")
+        if probe.get("consent"):
+            raise consent_error("prepare", self.profile)
+        if self.model != want:
+            probe = await self.select_model(want)
+        elif probe.get("popups"):
+            await self.popups.clear("prepare")
+        if self.panel.needs_panel(spec, self.model):
+            await self.panel.apply(spec, self.model)
+        elif probe.get("panelOpen") and probe.get("panelClose"):
+            await self.panel.close("prepare")  # it covers Run
+        if self.s.temporary_chat and probe.get("temporary") is False:
+            await self.temporary.ensure_on("prepare", False)
+        return probe
+
     def _limits(self) -> AnswerLimits:
         return AnswerLimits(self.s.first_chunk_timeout_s, self.s.idle_timeout_s,
                             self.s.answer_timeout_s, self.t.quota_phrases, self.s.cooldowns)
 
     async def submit(self, prompt: str, on_submit: Callable[[], None]) -> None:
-        ok = await self._js("fill prompt", page_js.FILL_PROMPT,
-                            [list(self.t.prompt_textarea), prompt])
-        if not ok:
+        """Fill the prompt and press Run (Ctrl+Enter when the page has no Run button at all)."""
+        filled = await self.x.js("fill prompt", page_js.FILL_PROMPT, {
+            "sels": list(self.t.prompt_textarea), "value": prompt,
+            "wrapper": self.t.autosize_wrapper, "run": list(self.t.run_button)})
+        if not filled["ok"]:
             raise StepError("fill prompt", "no prompt box found, or it did not take the text")
-        on_submit()
+        run = filled["run"]
         deadline = time.monotonic() + min(10.0, self.s.step_timeout_s)
-        while True:  # the page enables Run once it has processed the input event
-            idx = await self._js("click run", page_js.RUN_STATE, list(self.t.run_button))
-            if idx >= 0:
-                async with self.step("click run"):
-                    # RUN_STATE has just seen it enabled: skip the actionability waits (two
-                    # animation frames for "stable") but keep a real, trusted mouse click.
-                    await self.page.locator(self.t.run_button[idx]).first.click(timeout=5000,
-                                                                                  force=True)
-                return
-            if time.monotonic() > deadline:
-                break
+        # Wait only while a Run button exists but is disabled (the page enables it once it has
+        # processed the input event).
+        while run["i"] < 0 and run["exists"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        log.warning("no enabled Run button; sending with Ctrl+Enter")
-        async with self.step("click run"):
-            sel = ", ".join(self.t.prompt_textarea)
-            await self.page.locator(sel).first.press("Control+Enter")
+            run = await self.x.js("click run", page_js.RUN_STATE, list(self.t.run_button))
+        on_submit()
+        if run["i"] >= 0:
+            async with self.x.step("click run"):
+                # RUN_STATE has just seen it enabled: skip the actionability waits (two
+                # animation frames for "stable") but keep a real, trusted mouse click.
+                button = self.page.locator(self.t.run_button[run["i"]]).nth(run["k"])
+                await button.click(timeout=5000, force=True)
+            return
+        if run["exists"]:
+            log.warning("the Run button stayed disabled; sending with Ctrl+Enter")
+        else:
+            log.info("no Run button on the page; sending with Ctrl+Enter")
+        async with self.x.step("click run"):
+            await self.page.locator(", ".join(self.t.prompt_textarea)).first.press("Control+Enter")
 
     async def _notices(self, name: str) -> None:
         probe = await self._probe(name)
@@ -383,12 +308,14 @@ class StudioDriver:
         if problem:
             raise StepError(name, problem[1], problem[0], problem[2])
 
-    async def _await_request(self) -> TapStream:
-        """The page's GenerateContent request for our prompt, or what the page showed instead."""
+    async def _await_request(self, want: str) -> TapStream:
+        """The page's GenerateContent request for our prompt, on the model asked for, or what the
+        page showed instead."""
         deadline = time.monotonic() + self.s.send_timeout_s
         while True:
             try:
-                return await self.tap.next_generate(0.25)
+                stream = await self.tap.next_generate(0.25)
+                break
             except asyncio.TimeoutError:
                 pass
             except TapClosed:
@@ -397,32 +324,48 @@ class StudioDriver:
             await self._notices("send prompt")
             if time.monotonic() > deadline:
                 raise StepError("send prompt", "the page sent no GenerateContent request")
+        sent = stream.model.strip().removeprefix("models/")
+        if not sent:
+            log.warning("could not read which model the page's request is for")
+        elif sent != want:
+            self.model = sent  # the next job selects again
+            await self.stop_generating()
+            raise StepError("send prompt", f"the page sent the prompt to model {sent!r}, "
+                                           f"not to {want!r}")
+        return stream
 
     async def stop_generating(self) -> None:
         """Click Stop if the page is generating; best effort (used on cancel and timeouts)."""
         with contextlib.suppress(StepError, BrowserGone):
-            await self._js("stop generating", page_js.CLICK, self.t.stop_button)
+            await self.x.js("stop generating", page_js.CLICK, self.t.stop_button)
 
     async def reset(self) -> None:
         """Back to an empty new chat: New chat (+ confirm discarding), else navigate there."""
         self.tap.discard_pending()
         try:
             await self.stop_generating()
-            if await self._js("reset", page_js.CLICK, self.t.new_chat_button):
-                deadline = time.monotonic() + 5.0
-                while time.monotonic() < deadline:
-                    # Short polls: this sits between a finished answer and the next job.
-                    if await self._js("reset", page_js.CONFIRM_DISCARD,
-                                      [self.t.dialog, self.t.discard_label]):
-                        await asyncio.sleep(0.01)
-                        continue
-                    probe = await self._probe("reset")
-                    if probe.get("ready") and not probe.get("turns") and not probe.get("promptLength"):
-                        return
-                    await asyncio.sleep(0.02)
-            log.info("New chat did not give an empty chat; reloading the new-chat page")
+            if await self.x.js("reset", page_js.CLICK, self.t.new_chat_button):
+                # Short polls: this sits between a finished answer and the next job.
+                probe = await self.x.until("reset", "New chat did not give an empty chat",
+                                           self._empty_chat, 5.0)
+                await self._settle("reset", probe)
+                return
+            log.info("no New chat button; reloading the new-chat page")
         except StepError as exc:
+            if exc.kind == NEEDS_CONSENT or exc.step == TAP_STEP:
+                raise
             log.info("reset by New chat failed (%s); reloading the new-chat page", exc)
-        await self._goto_new_chat("reset")
-        await self._wait_ready("reset")
+        await self._goto("reset", self.s.new_chat_url)
+        probe = await self._wait_ready("reset")
+        await self._check_tap()
+        await self._settle("reset", probe)
 
+    async def _empty_chat(self) -> dict | None:
+        if await self.x.js("reset", page_js.CONFIRM_DISCARD, [self.t.dialog, self.t.discard_label]):
+            return None
+        probe = await self._probe("reset")
+        if probe.get("consent"):
+            raise consent_error("reset", self.profile)
+        if probe.get("ready") and not probe.get("turns") and not probe.get("promptLength"):
+            return probe
+        return None

@@ -44,6 +44,10 @@ CHROMIUM_ARGS = (
     "--disable-sync",
 )
 VIEWPORT = {"width": 1280, "height": 900}
+# Camoufox runs Playwright's init scripts and evaluations in an isolated world; a script meant
+# for the page's own world (the tap, which wraps the page's XMLHttpRequest) carries this prefix
+# and needs the browser launched with main_world_eval (daijro/camoufox#738, #745).
+MAIN_WORLD_PREFIX = "mw:"
 
 
 class EngineError(Exception):
@@ -157,6 +161,26 @@ def choose_engine(settings: EngineSettings) -> EngineChoice:
 
 
 # ---------------------------------------------------------------------------- launching
+
+
+def main_world_prefix(engine: str) -> str:
+    """What marks an init script for the page's own world: "mw:" for Camoufox, nothing for
+    Chromium (whose init scripts already run there)."""
+    return MAIN_WORLD_PREFIX if engine == "camoufox" else ""
+
+
+def camoufox_options(choice: EngineChoice, dirs: "BrowserDirs", common: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for camoufox's AsyncNewBrowser (besides the Playwright instance)."""
+    from camoufox.addons import DefaultAddons
+
+    # No viewport: Camoufox sizes the window from its fingerprint.
+    return dict(
+        persistent_context=True, user_data_dir=str(dirs.user_data),
+        executable_path=str(choice.executable),
+        exclude_addons=list(DefaultAddons),  # the default add-ons would be downloaded
+        main_world_eval=True,  # lets "mw:" scripts reach the page's world (the tap needs it)
+        **common,
+    )
 
 
 @dataclass(frozen=True)
@@ -314,16 +338,9 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
             timeout=settings.launch_timeout_s * 1000,
         )
         if choice.engine == "camoufox":
-            from camoufox.addons import DefaultAddons
             from camoufox.async_api import AsyncNewBrowser
 
-            # No viewport: Camoufox sizes the window from its fingerprint.
-            ctx = await AsyncNewBrowser(
-                pw, persistent_context=True, user_data_dir=str(dirs.user_data),
-                executable_path=str(choice.executable),
-                exclude_addons=list(DefaultAddons),  # the default add-ons would be downloaded
-                **common,
-            )
+            ctx = await AsyncNewBrowser(pw, **camoufox_options(choice, dirs, common))
         else:
             ua = await _chromium_user_agent(choice.executable) if settings.headless else None
             ctx = await pw.chromium.launch_persistent_context(

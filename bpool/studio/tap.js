@@ -1,15 +1,20 @@
 // bpool tap: an init script that tees the page's own RPC responses to Python while they stream.
 //
-// It wraps window.fetch and XMLHttpRequest. For every request whose URL contains one of
-// config.patterns it posts, through the exposed binding config.binding, messages tagged with a
-// per-request id and a sequence number:
-//   {id, seq, kind, event: "open",  url}             the request was sent
+// It wraps window.fetch and XMLHttpRequest (the live page uses XHR to a cross-origin RPC host).
+// A request is tapped only when the last segment of its URL path is exactly one of
+// config.methods: "GenerateContent" must not match StreamGenerateContentPerUserQuota or
+// CountTokens. For each tapped request it posts messages tagged with a per-request id and a
+// sequence number:
+//   {id, seq, kind, event: "open",  url, model}      sent; model = the request body's [0]
 //   {id, seq, kind, event: "start", url, status}     response headers arrived (HTTP status)
 //   {id, seq, kind, event: "data",  data}            a piece of the body, already decoded text
 //   {id, seq, kind, event: "end"}                    the body is complete
 //   {id, seq, kind, event: "error", message}         aborted / network error / body cut
-// The page gets its response untouched (fetch: the original Response, whose clone we read).
-// Python replaces the config object below with the values of its selector table.
+// and once per document {event: "hello", world} ("page" when it runs in the page's own world).
+// Messages go to the exposed binding config.binding; where that binding is not visible (a
+// main-world script in Camoufox) they go as a DOM event config.relay, which a relay script in the
+// automation's world forwards. The page gets its requests and responses untouched.
+// Python replaces the config object at the end with the values of its selector table.
 (function (config) {
   'use strict';
   if (window.top !== window) return;
@@ -23,21 +28,67 @@
       if (typeof binding === 'function') {
         const r = binding(msg);
         if (r && typeof r.catch === 'function') r.catch(() => {});
+      } else if (config.relay) {
+        window.dispatchEvent(new CustomEvent(config.relay, {detail: JSON.stringify(msg)}));
       }
     } catch (e) { /* the page must never notice the tap */ }
   };
   const kindOf = (url) => {
-    const s = String(url);
-    for (const p of config.patterns) if (s.includes(p)) return p;
-    return null;
+    let path = '';
+    try { path = new URL(String(url), location.href).pathname; } catch (e) { return null; }
+    const method = path.slice(path.lastIndexOf('/') + 1);
+    return config.methods.includes(method) ? method : null;
   };
+
+  // The model a request is for: `[0]` of the positional JSON body ("models/<id>"), or the
+  // `model` field of an object body. '' when the body cannot be read.
+  const modelOfText = (text) => {
+    if (typeof text !== 'string' || !text) return '';
+    const m = /^\s*\[\s*"((?:[^"\\]|\\.)*)"/.exec(text);
+    if (m) { try { return JSON.parse('"' + m[1] + '"'); } catch (e) { return ''; } }
+    if (!/^\s*\{/.test(text)) return '';
+    try {
+      const v = JSON.parse(text);
+      return v && typeof v.model === 'string' ? v.model : '';
+    } catch (e) { return ''; }
+  };
+  const bodyText = (body) => {  // a string, or a promise of one, or '' (unreadable)
+    try {
+      if (body == null) return '';
+      if (typeof body === 'string') return body;
+      if (body instanceof URLSearchParams) return body.toString();
+      if (body instanceof ArrayBuffer) return new TextDecoder().decode(body);
+      if (ArrayBuffer.isView(body)) return new TextDecoder().decode(body);
+      if (typeof Blob === 'function' && body instanceof Blob) return body.text();
+    } catch (e) { /* fall through */ }
+    return '';
+  };
+  const modelOf = (body) => {
+    const text = bodyText(body);
+    return (text && typeof text.then === 'function')
+      ? text.then(modelOfText, () => '') : modelOfText(text);
+  };
+
   const salt = Math.random().toString(36).slice(2, 8);
   let counter = 0;
-  const channel = (kind, url) => {
+  // `model` may be a promise (a Blob or Request body): then "open" and everything after it wait.
+  const channel = (kind, url, model) => {
     const id = salt + '-' + (++counter);
     let seq = 0;
-    const send = (event, extra) => post(Object.assign({id, seq: seq++, kind, event}, extra || {}));
-    send('open', {url});
+    let queue = null;
+    const emit = (event, extra) => post(Object.assign({id, seq: seq++, kind, event}, extra || {}));
+    const send = (event, extra) => { if (queue) queue.push([event, extra]); else emit(event, extra); };
+    if (model && typeof model.then === 'function') {
+      queue = [];
+      model.then((m) => m, () => '').then((m) => {
+        emit('open', {url, model: m || ''});
+        const held = queue;
+        queue = null;
+        for (const [event, extra] of held) emit(event, extra);
+      });
+    } else {
+      emit('open', {url, model: model || ''});
+    }
     return send;
   };
   const errName = (e) => String((e && (e.name || e.message)) || e);
@@ -47,12 +98,19 @@
   if (typeof origFetch === 'function') {
     const tapped = function (input, init) {
       let url = '';
-      try { url = (input && typeof input === 'object' && 'url' in input) ? input.url : String(input); }
-      catch (e) { url = ''; }
+      const isRequest = typeof Request === 'function' && input instanceof Request;
+      try { url = isRequest ? input.url : String(input); } catch (e) { url = ''; }
       const kind = kindOf(url);
+      let model = '';
+      if (kind) {
+        try {
+          if (init && init.body != null) model = modelOf(init.body);
+          else if (isRequest) model = input.clone().text().then(modelOfText, () => '');
+        } catch (e) { model = ''; }
+      }
       const pending = origFetch.apply(this, arguments);
       if (!kind) return pending;
-      const send = channel(kind, url);
+      const send = channel(kind, url, model);
       return pending.then((resp) => {
         send('start', {url: resp.url || url, status: resp.status});
         let copy = null;
@@ -97,14 +155,18 @@
       try { urls.set(this, String(url)); } catch (e) { /* ignore */ }
       return origOpen.apply(this, arguments);
     };
-    XHR.prototype.send = function () {
+    XHR.prototype.send = function (body) {
       const url = urls.get(this);
       const kind = url ? kindOf(url) : null;
-      if (kind) tapXhr(this, kind, url);
+      if (kind) {
+        let model = '';
+        try { model = modelOf(body); } catch (e) { model = ''; }
+        tapXhr(this, kind, url, model);
+      }
       return origSend.apply(this, arguments);
     };
-    const tapXhr = (xhr, kind, url) => {
-      const send = channel(kind, url);
+    const tapXhr = (xhr, kind, url, model) => {
+      const send = channel(kind, url, model);
       let started = false;
       let seen = 0;
       const textual = () => xhr.responseType === '' || xhr.responseType === 'text';
@@ -147,4 +209,7 @@
       });
     };
   }
-})(/*BPOOL_TAP_CONFIG*/{"binding": "__bpoolTap", "patterns": ["GenerateContent", "ListModels"]});
+
+  // An automation world in Firefox sees the page window through an Xray wrapper.
+  post({event: 'hello', world: typeof window.wrappedJSObject === 'undefined' ? 'page' : 'isolated'});
+})(/*BPOOL_TAP_CONFIG*/{"binding": "__bpoolTap", "methods": ["GenerateContent", "ListModels"], "relay": ""});

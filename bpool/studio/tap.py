@@ -2,8 +2,14 @@
 
 tap.js posts `{id, seq, kind, event, ...}` messages through an exposed binding. `Tap.on_message`
 (the binding callback) files them per request id, restores `seq` order, and hands each
-GenerateContent request to the driver as a `TapStream` it can iterate while the answer streams.
-ListModels bodies are kept whole: the latest one is the account's model list.
+GenerateContent request to the driver as a `TapStream` it can iterate while the answer streams;
+`TapStream.model` is the model the page's request body names. ListModels bodies are kept whole:
+the latest one is the account's model list. The script's "hello" (once per document) says the
+tap is live and in which world it runs.
+
+Where the browser runs init scripts outside the page's own world (Camoufox since 152.0.4-beta.29),
+the tap is installed as a main-world script and reaches the binding through `RELAY_JS`, which
+runs in the automation's world and forwards the tap's DOM events (`tap_scripts`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +28,42 @@ TAP_JS = Path(__file__).with_name("tap.js")
 _CONFIG_MARK = "/*BPOOL_TAP_CONFIG*/"
 MAX_TRACKED = 64  # old requests the page never finished are forgotten past this
 
+# Runs where the binding is visible; forwards what a main-world tap.js dispatches. The detail is
+# a JSON string: a string crosses between worlds unchanged, an object would not.
+RELAY_JS = """(function (cfg) {
+  if (window.top !== window) return;
+  window.addEventListener(cfg.event, (e) => {
+    const binding = window[cfg.binding];
+    if (typeof binding !== 'function' || typeof e.detail !== 'string') return;
+    try {
+      const r = binding(JSON.parse(e.detail));
+      if (r && typeof r.catch === 'function') r.catch(() => {});
+    } catch (err) { /* never disturb the page */ }
+  });
+})(%s);
+"""
 
-def tap_script(binding: str, generate_marker: str, models_marker: str) -> str:
-    """tap.js with the binding name and URL markers of the driver's table."""
+
+def tap_script(binding: str, methods: tuple[str, ...], relay: str = "") -> str:
+    """tap.js with the binding name, the RPC method names and the relay event (or none)."""
     source = TAP_JS.read_text(encoding="utf-8")
     head, sep, tail = source.rpartition(_CONFIG_MARK)
     if not sep:
         raise RuntimeError(f"{TAP_JS} lost its {_CONFIG_MARK} marker")
     end = tail.index("});")  # the default config object ends the file: `{...});`
-    config = json.dumps({"binding": binding, "patterns": [generate_marker, models_marker]})
+    config = json.dumps({"binding": binding, "methods": list(methods), "relay": relay})
     return head + config + tail[end + 1:]
+
+
+def tap_scripts(binding: str, methods: tuple[str, ...], main_world_prefix: str = "") -> list[str]:
+    """The init scripts that install the tap, in order. Without a prefix: tap.js alone (it runs
+    in the page's world and calls the binding itself). With one (Camoufox's "mw:"): the relay in
+    the automation's world, then tap.js marked to run in the page's world, posting via events."""
+    if not main_world_prefix:
+        return [tap_script(binding, methods)]
+    event = "bpool-" + secrets.token_hex(6)  # per process: the page cannot guess it in advance
+    relay = RELAY_JS % json.dumps({"binding": binding, "event": event})
+    return [relay, main_world_prefix + tap_script(binding, methods, relay=event)]
 
 
 class TapClosed(Exception):
@@ -52,6 +85,7 @@ class TapStream:
     id: str
     kind: str
     url: str
+    model: str = ""  # "models/<id>" from the request body; "" when it could not be read
     status: int | None = None
     done: bool = False
     _queue: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -65,15 +99,17 @@ class TapStream:
 
 
 class Tap:
-    def __init__(self, generate_marker: str, models_marker: str):
-        self.generate_marker = generate_marker
-        self.models_marker = models_marker
+    def __init__(self, generate_method: str, models_method: str):
+        self.generate_method = generate_method
+        self.models_method = models_method
         self._streams: dict[str, TapStream] = {}
         self._new: asyncio.Queue[TapStream | None] = asyncio.Queue()
         self.models_body: str | None = None
         self.models_changed = asyncio.Event()
         self.bad_messages = 0
         self.closed = False
+        self.hello = asyncio.Event()  # set by each new document's tap; the driver clears it
+        self.hello_world = ""  # "page", or "isolated" when the tap cannot see the page's requests
 
     # -- binding callback (Playwright calls it with the frame source first)
 
@@ -85,6 +121,10 @@ class Tap:
             log.debug("bad tap message dropped", exc_info=True)
 
     def _on_message(self, msg: Any) -> None:
+        if isinstance(msg, dict) and msg.get("event") == "hello":
+            self.hello_world = str(msg.get("world", ""))
+            self.hello.set()
+            return
         if not isinstance(msg, dict) or not isinstance(msg.get("id"), str):
             self.bad_messages += 1
             return
@@ -97,11 +137,13 @@ class Tap:
             if seq != 0 or msg.get("event") != "open":
                 return  # a request older than our bookkeeping: nothing to do with it
             kind = str(msg.get("kind", ""))
-            stream = TapStream(sid, kind, str(msg.get("url", "")))
+            model = msg.get("model")
+            stream = TapStream(sid, kind, str(msg.get("url", "")),
+                               model=model if isinstance(model, str) else "")
             stream._next_seq = 1
             self._streams[sid] = stream
             self._forget_old()
-            if kind == self.generate_marker:
+            if kind == self.generate_method:
                 self._new.put_nowait(stream)
             return
         stream._held[seq] = msg
@@ -124,7 +166,7 @@ class Tap:
         else:
             self.bad_messages += 1
             return
-        if stream.kind == self.models_marker:
+        if stream.kind == self.models_method:
             self._collect_models(stream, piece)
         else:
             stream._queue.put_nowait(piece)
