@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,6 +34,7 @@ class Account:
     email: str
     sid: str
     expired: bool = False
+    tos: bool = False  # has not accepted the terms of service: the page asks, the RPCs refuse
 
 
 def accounts_path(sim_dir: Path) -> Path:
@@ -51,7 +52,8 @@ def _read(path: Path) -> list[Account]:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return []
-    return [Account(a["name"], a["email"], a["sid"], bool(a.get("expired"))) for a in raw["accounts"]]
+    return [Account(a["name"], a["email"], a["sid"], bool(a.get("expired")), bool(a.get("tos")))
+            for a in raw["accounts"]]
 
 
 def _write(path: Path, accounts: list[Account]) -> None:
@@ -81,8 +83,9 @@ def update(path: Path, change: Callable[[list[Account]], list[Account]]) -> list
         return accounts
 
 
-def ensure_accounts(path: Path, names: list[str]) -> list[Account]:
-    """Log `names` in: new accounts get a session; expired ones get a fresh one; live ones keep theirs."""
+def ensure_accounts(path: Path, names: list[str], tos: bool | None = None) -> list[Account]:
+    """Log `names` in: new accounts get a session; expired ones get a fresh one; live ones keep theirs.
+    `tos` not None sets or clears their terms-of-service flag."""
     for n in names:
         check_name(n)
 
@@ -91,15 +94,17 @@ def ensure_accounts(path: Path, names: list[str]) -> list[Account]:
         for n in names:
             old = by_name.get(n)
             if old is None or old.expired:
-                by_name[n] = Account(n, f"{n}@{EMAIL_DOMAIN}", secrets.token_urlsafe(24))
+                by_name[n] = Account(n, f"{n}@{EMAIL_DOMAIN}", secrets.token_urlsafe(24),
+                                     tos=bool(old and old.tos))
+            if tos is not None:
+                by_name[n] = replace(by_name[n], tos=tos)
         return list(by_name.values())
 
     wanted = set(names)
     return [a for a in update(path, change) if a.name in wanted]
 
 
-def set_expired(path: Path, who: str, expired: bool = True) -> bool:
-    """Expire (log out) or revive the account named `who` (name or email); False if unknown."""
+def _set(path: Path, who: str, **changes: bool) -> bool:
     found = False
 
     def change(accounts: list[Account]) -> list[Account]:
@@ -108,12 +113,22 @@ def set_expired(path: Path, who: str, expired: bool = True) -> bool:
         for a in accounts:
             if who in (a.name, a.email):
                 found = True
-                a = Account(a.name, a.email, a.sid, expired)
+                a = replace(a, **changes)
             out.append(a)
         return out
 
     update(path, change)
     return found
+
+
+def set_expired(path: Path, who: str, expired: bool = True) -> bool:
+    """Expire (log out) or revive the account named `who` (name or email); False if unknown."""
+    return _set(path, who, expired=expired)
+
+
+def set_tos(path: Path, who: str, required: bool = True) -> bool:
+    """Flag the account as one that has not accepted the terms of service (or clear the flag)."""
+    return _set(path, who, tos=required)
 
 
 def free_names(path: Path, count: int, prefix: str = "user") -> list[str]:
@@ -144,6 +159,11 @@ class AccountBook:
         if stamp != self._stamp:
             self._by_sid = {a.sid: a for a in _read(self.path)} if stamp else {}
             self._stamp = stamp
+
+    def find(self, who: str) -> Account | None:
+        """A live or expired account by name or email."""
+        self._refresh()
+        return next((a for a in self._by_sid.values() if who in (a.name, a.email)), None)
 
     def by_session(self, sid: str | None) -> Account | None:
         """The live account behind a session cookie value, or None (unknown or expired)."""

@@ -4,47 +4,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import secrets
 import signal
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from bpool.config import ensure_private_dir
 from bpool.sim import NEW_CHAT_PATH, accounts
-from bpool.sim.app import create_app
+from bpool.sim.knobs import CHOICES, Knobs
+from bpool.sim.server import SimServer
 from bpool.sim.settings import SimSettings
-from bpool.sim.wire import SPLIT_MODES
 
 log = logging.getLogger("bpool.sim")
 COMMANDS = ("serve", "make-profiles", "expire")
 
 
+def _flag_type(kind: type):
+    if kind is bool:
+        return lambda v: v  # Knobs.updated parses true/false/1/0
+    return kind
+
+
 def build_parser(defaults: SimSettings) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bpool.sim", description="The studio simulator.")
     sub = p.add_subparsers(dest="command", required=True)
-    k = defaults.knobs
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--dir", type=Path, default=defaults.dir,
-                        help="data dir with accounts.json and the url file (BPOOL_SIM_DIR)")
+                        help="data dir with accounts.json and the url files (BPOOL_SIM_DIR)")
 
-    s = sub.add_parser("serve", help="serve the simulated studio")
+    s = sub.add_parser("serve", help="serve the simulated studio (page + RPC host)")
     common(s)
     s.add_argument("--host", default=defaults.host, help="BPOOL_SIM_HOST (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=defaults.port, help="BPOOL_SIM_PORT (0 = any free)")
-    s.add_argument("--tokens-per-s", type=float, default=k.tokens_per_s, help="0 = no pacing")
-    s.add_argument("--first-token-s", type=float, default=k.first_token_s)
-    s.add_argument("--answer-s", type=float, default=k.answer_s,
-                   help="> 0: every answer ends exactly this long after its request")
-    s.add_argument("--split", choices=SPLIT_MODES, default=k.split,
-                   help="how each chunk is cut into two writes")
-    s.add_argument("--quota", type=int, default=k.quota, help="requests per account per window")
-    s.add_argument("--quota-window-s", type=float, default=k.quota_window_s)
-    s.add_argument("--no-require-token", dest="require_token", action="store_false",
-                   default=k.require_token, help="accept GenerateContent without a page token")
+    s.add_argument("--port", type=int, default=defaults.port,
+                   help="the page's port, BPOOL_SIM_PORT (0 = any free)")
+    s.add_argument("--rpc-port", type=int, default=defaults.rpc_port,
+                   help="the RPC host's port, BPOOL_SIM_RPC_PORT (default 0 = any free)")
+    knobs = s.add_argument_group("knobs (README.md; env BPOOL_SIM_<NAME>)")
+    for f in dataclasses.fields(Knobs):
+        value = getattr(defaults.knobs, f.name)
+        choices = CHOICES.get(f.name)
+        knobs.add_argument("--" + f.name.replace("_", "-"), dest="knob_" + f.name, default=None,
+                           type=_flag_type(type(value)), choices=choices,
+                           metavar=None if choices else ("BOOL" if isinstance(value, bool) else "N"),
+                           help=f"default {str(value).lower() if isinstance(value, bool) else value}")
+    # The older spelling of --require-token false.
+    knobs.add_argument("--no-require-token", dest="knob_require_token", action="store_const",
+                       const=False, help="accept GenerateContent without a page token")
 
     m = sub.add_parser("make-profiles", help="log demo accounts in and write their cookie files")
     common(m)
@@ -55,6 +63,8 @@ def build_parser(defaults: SimSettings) -> argparse.ArgumentParser:
     m.add_argument("--host", default=defaults.host, help="cookie domain = the sim's host")
     m.add_argument("--logged-out", action="store_true",
                    help="write profiles whose session the sim does not know (not registered)")
+    m.add_argument("--needs-tos", action="store_true",
+                   help="flag the accounts as not having accepted the terms of service")
 
     e = sub.add_parser("expire", help="log an account out (its profile stops working)")
     common(e)
@@ -65,25 +75,23 @@ def build_parser(defaults: SimSettings) -> argparse.ArgumentParser:
 
 async def serve(settings: SimSettings) -> int:
     ensure_private_dir(settings.dir)
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    url_file = settings.dir / "url"
+    url_file, rpc_file = settings.dir / "url", settings.dir / "rpc_url"
+    server = SimServer(settings)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        port = runner.addresses[0][1]
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-        url = f"http://{host}:{port}"
-        url_file.write_text(url + "\n")
-        print(f"bpool.sim: serving {url}{NEW_CHAT_PATH} (data in {settings.dir})", flush=True)
+        await server.start()
+        rpc_file.write_text(server.rpc_url + "\n")
+        url_file.write_text(server.url + "\n")  # last: readers wait for this one
+        print(f"bpool.sim: serving {server.url}{NEW_CHAT_PATH} (RPC host {server.rpc_url}; "
+              f"data in {settings.dir})", flush=True)
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await server.close()
         url_file.unlink(missing_ok=True)
+        rpc_file.unlink(missing_ok=True)
     return 0
 
 
@@ -103,10 +111,11 @@ def make_profiles(args: argparse.Namespace) -> int:
     if args.logged_out:
         made = [(n, f"{n}@{accounts.EMAIL_DOMAIN}", secrets.token_urlsafe(24)) for n in names]
     else:
-        made = [(a.name, a.email, a.sid) for a in accounts.ensure_accounts(path, names)]
+        made = [(a.name, a.email, a.sid) for a in accounts.ensure_accounts(
+            path, names, tos=True if args.needs_tos else None)]
     for name, email, sid in made:
         out = accounts.write_profile(args.out, name, accounts.storage_state(sid, args.host))
-        state = "logged out" if args.logged_out else email
+        state = "logged out" if args.logged_out else email + (" (terms not accepted)" if args.needs_tos else "")
         print(f"bpool.sim: wrote {out} ({state})")
     return 0
 
@@ -134,14 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "expire":
         return expire(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    changes = {k.removeprefix("knob_"): v for k, v in vars(args).items()
+               if k.startswith("knob_") and v is not None}
     try:
-        knobs = defaults.knobs.updated({
-            "tokens_per_s": args.tokens_per_s, "first_token_s": args.first_token_s,
-            "answer_s": args.answer_s, "split": args.split, "quota": args.quota,
-            "quota_window_s": args.quota_window_s, "require_token": args.require_token,
-        })
+        knobs = defaults.knobs.updated(changes)
     except ValueError as e:
         print(f"bpool.sim: {e}", file=sys.stderr)
         return 2
-    settings = SimSettings(host=args.host, port=args.port, dir=args.dir.resolve(), knobs=knobs)
+    settings = SimSettings(host=args.host, port=args.port, rpc_port=args.rpc_port,
+                           dir=args.dir.resolve(), knobs=knobs)
     return asyncio.run(serve(settings))

@@ -8,69 +8,40 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from bpool.sim.wire import SPLIT_MODES, Pace
+from bpool.sim.knobs import Knobs
 
-FAIL_MODES = ("error", "hang", "cut")
+FAIL_MODES = ("error", "hang", "cut", "frame", "safety")
 MAX_RECORDS = 2000
 MAX_PAGE_TOKENS = 10_000
 
 
-@dataclass(frozen=True)
-class Knobs:
-    """Everything the admin API may change at runtime."""
-
-    tokens_per_s: float = 50.0
-    first_token_s: float = 0.2
-    answer_s: float = 0.0
-    split: str = "chars"
-    quota: int = 0  # requests per account per window; 0 = unlimited
-    quota_window_s: float = 60.0
-    require_token: bool = True  # GenerateContent must carry a token minted by a served page
-    region_blocked: bool = False  # serve the "Available regions" page instead of the studio
-
-    @property
-    def pace(self) -> Pace:
-        return Pace(self.tokens_per_s, self.first_token_s, self.answer_s, self.split)
-
-    def updated(self, changes: dict) -> Knobs:
-        """A copy with `changes` applied; ValueError names the first bad field."""
-        current = dataclasses.asdict(self)
-        for key, value in changes.items():
-            if key not in current:
-                raise ValueError(f"unknown knob {key!r}")
-            kind = type(current[key])
-            if kind is bool:
-                if not isinstance(value, bool):
-                    raise ValueError(f"{key} must be true or false")
-            elif kind in (int, float):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise ValueError(f"{key} must be a number >= 0")
-                value = kind(value)
-            elif key == "split" and value not in SPLIT_MODES:
-                raise ValueError(f"split must be one of {', '.join(SPLIT_MODES)}")
-            current[key] = value
-        return Knobs(**current)
-
-
 @dataclass
 class FailRule:
-    mode: str  # "error": answer `status` at once; "hang": never answer; "cut": drop mid-stream
-    count: int
+    """One injected failure for the next `count` GenerateContent requests (of `account`)."""
+
+    mode: str  # "error": HTTP `status` at once; "hang": never answer; "cut": drop mid-stream;
+    #            "frame": an error frame (`code`, `message`) after `after` answer chunks;
+    #            "safety": a SAFETY finish with no content
+    count: int = 1
     status: int = 500
-    account: str | None = None  # None = any account
+    account: str | None = None  # None = any account (an email)
+    code: int = 13
+    message: str | None = None
+    after: int = 0
 
 
 @dataclass
 class AccountStats:
     requests: int = 0
     ok: int = 0
-    errors: int = 0  # error statuses, injected hangs and cuts
+    errors: int = 0  # error statuses and error frames, injected hangs and cuts
     aborted: int = 0  # the client went away first (the page's Stop button, a driver timeout)
     in_flight: int = 0
     max_in_flight: int = 0  # > 1 means two requests overlapped on one account
+    saved: int = 0  # prompts saved to the account (CreatePrompt/UpdatePrompt): not temporary
 
 
 @dataclass
@@ -88,6 +59,11 @@ class Record:
     outcome: str = "running"  # running | ok | error | aborted | hang | cut
     first_byte: float | None = None
     end: float | None = None
+    error_code: int | None = None  # the google.rpc code of an error frame or error body
+    finish: int | None = None  # 1 STOP, 2 MAX_TOKENS, 3 SAFETY
+    response_id: str | None = None
+    saved: bool = False  # the page saved this turn to the account (the chat was not temporary)
+    origin: str | None = None  # the request's Origin header (the page's origin)
 
 
 class SimState:
@@ -96,8 +72,9 @@ class SimState:
         self.fail_rules: list[FailRule] = []
         self.accounts: dict[str, AccountStats] = {}
         self.records: deque[Record] = deque(maxlen=MAX_RECORDS)
+        self.rpcs: Counter[str] = Counter()  # calls per RPC method ("OPTIONS" = preflights)
         self._next_id = 1
-        self._quota: dict[str, deque[float]] = {}
+        self._quota: dict[tuple[str, str], deque[float]] = {}
         # page token -> (account, last counter used); oldest forgotten first
         self._tokens: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
@@ -110,12 +87,12 @@ class SimState:
         return token
 
     def check_request_token(self, account: str, value: object) -> bool:
-        """`value` is "<page token>.<counter>"; counters must grow, so a request cannot be replayed."""
+        """`value` is "!<page token>.<counter>"; counters must grow, so a request cannot be replayed."""
         if not self.knobs.require_token:
             return True
-        if not isinstance(value, str) or "." not in value:
+        if not isinstance(value, str) or not value.startswith("!") or "." not in value:
             return False
-        token, _, counter = value.rpartition(".")
+        token, _, counter = value[1:].rpartition(".")
         owner = self._tokens.get(token)
         if owner is None or owner[0] != account or not counter.isdigit():
             return False
@@ -125,11 +102,12 @@ class SimState:
         return True
 
     # ------------------------------------------------------------------ quota
-    def take_quota(self, account: str, now: float) -> bool:
-        """Count one request against the account's window; False = over quota (not counted)."""
+    def take_quota(self, account: str, model: str, now: float) -> bool:
+        """Count one request against the account's window for this model (free quotas are per
+        account AND per model, AISTUDIO.md); False = over quota (not counted)."""
         if self.knobs.quota <= 0:
             return True
-        window = self._quota.setdefault(account, deque())
+        window = self._quota.setdefault((account, model), deque())
         while window and window[0] <= now - self.knobs.quota_window_s:
             window.popleft()
         if len(window) >= self.knobs.quota:
@@ -141,8 +119,10 @@ class SimState:
     def add_fail_rule(self, rule: FailRule) -> None:
         if rule.mode not in FAIL_MODES:
             raise ValueError(f"mode must be one of {', '.join(FAIL_MODES)}")
-        if rule.count < 1 or not 400 <= rule.status <= 599:
-            raise ValueError("count must be >= 1 and status a 4xx/5xx code")
+        if rule.count < 1 or not 400 <= rule.status <= 599 or rule.after < 0:
+            raise ValueError("count must be >= 1, status a 4xx/5xx code and after >= 0")
+        if not 1 <= rule.code <= 16:
+            raise ValueError("code must be a google.rpc code, 1..16")
         self.fail_rules.append(rule)
 
     def take_fail_rule(self, account: str) -> FailRule | None:
@@ -178,11 +158,22 @@ class SimState:
         else:
             acc.errors += 1
 
+    def mark_saved(self, account: str, response_id: object) -> bool:
+        """The page saved the turn that `response_id` answered; False if no such request."""
+        acc = self.accounts.setdefault(account, AccountStats())
+        acc.saved += 1
+        for rec in reversed(self.records):
+            if rec.account == account and rec.response_id == response_id:
+                rec.saved = True
+                return True
+        return False
+
     def reset(self) -> None:
         """Forget stats, quota windows and pending failures (knobs and page tokens stay)."""
         self.fail_rules.clear()
         self._quota.clear()
         self.records.clear()
+        self.rpcs.clear()
         self.accounts = {k: AccountStats(in_flight=v.in_flight, max_in_flight=v.in_flight)
                          for k, v in self.accounts.items() if v.in_flight}
 
@@ -192,4 +183,5 @@ class SimState:
             "fail_rules": [dataclasses.asdict(r) for r in self.fail_rules],
             "accounts": {k: dataclasses.asdict(v) for k, v in self.accounts.items()},
             "requests": [dataclasses.asdict(r) for r in self.records],
+            "rpcs": dict(self.rpcs),
         }

@@ -1,19 +1,25 @@
-"""What the simulated studio says, byte for byte, with no I/O and no clock.
+"""What the simulated RPC host says, byte for byte, with no I/O and no clock.
 
-`GenerateContent` answers with one JSON array that grows while it streams (AISTUDIO.md):
+`GenerateContent` answers with ONE JSON value that grows while it streams. Its shape copies the
+real captured body (bamboo-pan/nexus-studio tests/test_output.json), position by position:
 
-    [ chunk , chunk , ... ]
-    chunk     = [candidates, null, usage?]           usage only on the last chunk
-    candidates= [candidate]
-    candidate = [[parts, "model"]]                    [[parts, "model"], 1] on the last chunk (STOP,
-                                                      2 = MAX_TOKENS when max output tokens cut it)
-    text part = [null, "text"]
-    thought   = [null, "text", null x 10, 1]         13 elements, 1 at index 12
-    usage     = [prompt_tokens, candidate_tokens, total_tokens, null, [[1, prompt_tokens]]]
+    body      = [ [ chunk, chunk, ... ] ]          outer array holding ONE inner array of chunks
+                [ chunk, chunk, ... ]               with nesting="flat" (an older variant)
+    chunk     = [ [candidate], null, usage, null, null, null, null, "<response id>" ]
+    candidate = [ [parts, "model"] ]                while streaming
+                [ [[[null, ""]], "model"], finish, null, null, safety_ratings ]   the last one
+                [ null, 3, null, null, safety_ratings ]       SAFETY: no content at all
+    part      = [null, "text"]                      answer text
+                [null, "text", null x 10, 1]        a thought: 1 at index 12
+    usage     = [prompt, candidates|null, total, null, [[1, prompt]], null, null, null, null,
+                 thought_tokens]                    on every chunk, counts so far
+    metadata  = [null, null, null, ["<response id>", n, n]]       a trailing chunk (AISTUDIO.md)
+    error     = [null, [code, "message"]]           an element of the chunk list, or the whole
+                                                    body with errors="bare"
 
-`plan_writes` turns the chunks into timed writes. Each chunk is split into two writes inside its
-JSON text (between characters, or anywhere in the UTF-8 bytes with split="bytes") so that stream
-parsers meet arbitrary boundaries, and the halves are spaced so they arrive as separate reads.
+`plan_writes` turns a body into timed writes; each chunk is cut into two writes inside its JSON
+text (between characters, or inside a UTF-8 character with split="bytes") so that stream parsers
+meet arbitrary boundaries.
 """
 
 from __future__ import annotations
@@ -21,47 +27,29 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass
 
 STOP = 1
 MAX_TOKENS = 2
+SAFETY = 3
 SPLIT_MODES = ("none", "chars", "bytes")
+NESTINGS = ("nested", "flat")
+# Categories 7..10 as in the captured body; 1 = NEGLIGIBLE. A blocked answer rates one HIGH (4).
+SAFETY_RATINGS = [[None, None, c, 1] for c in (7, 8, 9, 10)]
+BLOCKED_RATINGS = [[None, None, 7, 1], [None, None, 8, 4, None, 1], [None, None, 9, 1], [None, None, 10, 1]]
 
 
-@dataclass(frozen=True)
-class Model:
-    id: str
-    display_name: str
-    description: str
-    max_output_tokens: int
+def new_response_id() -> str:
+    return "v1_" + secrets.token_urlsafe(52)
 
 
-MODELS: tuple[Model, ...] = (
-    Model("gemini-2.5-pro", "Gemini 2.5 Pro", "Our most powerful thinking model", 65536),
-    Model("gemini-2.5-flash", "Gemini 2.5 Flash", "Fast and intelligent model", 65536),
-    Model("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", "Our smallest model", 65536),
-    Model("gemini-2.0-flash", "Gemini 2.0 Flash", "The previous generation workhorse", 8192),
-)
-
-
-def find_model(name: str) -> Model | None:
-    """`name` is "models/<id>" (what the page sends) or a bare id."""
-    bare = name.removeprefix("models/")
-    return next((m for m in MODELS if m.id == bare), None)
-
-
-def list_models_body() -> bytes:
-    """The ListModels answer: the anti-JSON-hijacking prefix, then [[entry, ...]]."""
-    entries = [
-        [f"models/{m.id}", None, None, m.display_name, m.description, None,
-         m.max_output_tokens, 1048576, None, 1, 0.95, 64, 2]
-        for m in MODELS
-    ]
-    return b")]}'\n" + json.dumps([entries], ensure_ascii=False).encode()
+def error_frame(code: int, message: str) -> list:
+    return [None, [code, message]]
 
 
 def error_body(code: int, message: str) -> bytes:
-    """Google's JSPB error shape, elided leading null included (it is not strict JSON)."""
+    """Google's JSPB error shape for non-2xx answers, elided leading null included (not strict JSON)."""
     return ("[," + json.dumps([code, message], ensure_ascii=False, separators=(",", ":")) + "]").encode()
 
 
@@ -102,14 +90,21 @@ def thought_part(text: str) -> list:
     return [None, text] + [None] * 10 + [1]
 
 
-def chunk(parts: list, *, finish: int | None = None, usage: list | None = None) -> list:
-    candidate: list = [[parts, "model"]]
-    if finish is not None:
-        candidate.append(finish)
-    out: list = [[candidate]]
-    if usage is not None:
-        out += [None, usage]
+def usage(prompt: int, candidates: int, thoughts: int) -> list:
+    """Counts so far; `candidates` is null until the first answer token, as in the capture."""
+    out: list = [prompt, candidates or None, prompt + candidates + thoughts, None, [[1, prompt]]]
+    if thoughts:
+        out += [None, None, None, None, thoughts]
     return out
+
+
+def chunk(candidate: list, use: list, response_id: str) -> list:
+    return [[candidate], None, use, None, None, None, None, response_id]
+
+
+def metadata_chunk(response_id: str, prompt: int, total: int) -> list:
+    # The two numbers' meaning is not in the evidence; the sim puts token counts there.
+    return [None, None, None, [response_id, prompt, total]]
 
 
 @dataclass(frozen=True)
@@ -117,27 +112,38 @@ class Answer:
     chunks: list[list]  # JSON-able chunks in stream order
     text: str  # the visible answer (thoughts excluded)
     finish: int
+    response_id: str
 
 
 def build_answer(
     email: str, prompt: str, *, thinking: bool, max_tokens: int | None, stops: list[str],
-    prompt_tokens: int | None = None,
+    prompt_tokens: int | None = None, response_id: str | None = None, metadata: bool = True,
+    safety: bool = False,
 ) -> Answer:
-    """The whole deterministic answer as chunks: optional thoughts, then the echo, then finish+usage."""
+    """The whole deterministic answer: thoughts, the echo, the finish chunk, the metadata chunk."""
+    rid = response_id or new_response_id()
+    p_tok = prompt_tokens if prompt_tokens is not None else estimate_tokens(prompt)
     thoughts = [p for t in thought_texts(email, prompt) for p in split_pieces(t)] if thinking else []
-    pieces = split_pieces(apply_stops(answer_text(email, prompt), stops))
-    finish = STOP
+    pieces = [] if safety else split_pieces(apply_stops(answer_text(email, prompt), stops))
+    finish = SAFETY if safety else STOP
     if max_tokens is not None and max_tokens > 0 and len(pieces) > max_tokens:
         pieces, finish = pieces[:max_tokens], MAX_TOKENS
-    if not pieces:  # the last chunk must still carry the finish marker and usage
-        pieces = [""]
-    p_tok = prompt_tokens if prompt_tokens is not None else estimate_tokens(prompt)
-    c_tok = len(pieces) + len(thoughts)
-    usage = [p_tok, c_tok, p_tok + c_tok, None, [[1, p_tok]]]
-    chunks = [chunk([thought_part(t)]) for t in thoughts]
-    chunks += [chunk([text_part(t)]) for t in pieces[:-1]]
-    chunks.append(chunk([text_part(pieces[-1])], finish=finish, usage=usage))
-    return Answer(chunks=chunks, text="".join(pieces), finish=finish)
+    chunks: list[list] = []
+    n_thought = n_text = 0
+    for t in thoughts:
+        n_thought += 1
+        chunks.append(chunk([[[thought_part(t)], "model"]], usage(p_tok, 0, n_thought), rid))
+    for t in pieces:
+        n_text += 1
+        chunks.append(chunk([[[text_part(t)], "model"]], usage(p_tok, n_text, n_thought), rid))
+    end = usage(p_tok, n_text, n_thought)
+    if safety:
+        chunks.append(chunk([None, SAFETY, None, None, BLOCKED_RATINGS], end, rid))
+    else:
+        chunks.append(chunk([[[text_part("")], "model"], finish, None, None, SAFETY_RATINGS], end, rid))
+    if metadata:
+        chunks.append(metadata_chunk(rid, p_tok, end[2]))
+    return Answer(chunks=chunks, text="".join(pieces), finish=finish, response_id=rid)
 
 
 @dataclass(frozen=True)
@@ -177,15 +183,25 @@ def _halves(text: str, mode: str) -> list[bytes]:
     return [text[:cut].encode(), text[cut:].encode()]
 
 
-def plan_writes(chunks: list[list], pace: Pace) -> list[tuple[float, bytes]]:
-    """Timed writes that together form `[chunk,chunk,...]`; each chunk's second half is sent half
-    way to the next chunk so the reader really sees the split."""
+def dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def body_bytes(chunks: list[list], nesting: str = "nested") -> bytes:
+    """The complete body, as one write (errors and tests)."""
+    return dumps([chunks] if nesting == "nested" else chunks).encode()
+
+
+def plan_writes(chunks: list[list], pace: Pace, nesting: str = "nested") -> list[tuple[float, bytes]]:
+    """Timed writes that together form the body; each chunk's second half is sent half way to the
+    next chunk so the reader really sees the split."""
+    opening, closing = ("[[", "]]") if nesting == "nested" else ("[", "]")
     times = chunk_times(len(chunks), pace)
     writes: list[tuple[float, bytes]] = []
     for i, c in enumerate(chunks):
-        text = ("[" if i == 0 else ",") + json.dumps(c, ensure_ascii=False, separators=(",", ":"))
+        text = (opening if i == 0 else ",") + dumps(c)
         if i == len(chunks) - 1:
-            text += "]"
+            text += closing
         halves = _halves(text, pace.split)
         nxt = times[i + 1] if i + 1 < len(times) else times[i]
         mid = (times[i] + nxt) / 2

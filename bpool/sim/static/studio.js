@@ -1,331 +1,269 @@
-// The simulated studio page. It behaves like the real one where a driver can tell: it loads the
-// model list with fetch, posts each prompt with fetch to .../GenerateContent and reads the streamed
-// body with a reader, and shows the same controls, dialogs, toasts and callouts.
+// The simulated studio page: prompt box, Run/Stop, chat turns, New chat, temporary chat, and the
+// calls around each run (StreamGenerateContentPerUserQuota, GenerateContent, CreatePrompt /
+// UpdatePrompt, CountTokens while typing). Page variants come from the boot data's knobs.
 (() => {
   'use strict';
-  const RPC = '/$rpc/google.internal.alkali.applications.makersuite.v1.MakerSuiteService/';
+  const S = window.SimStudio;
+  const {el, $, prefs, toast, callout, clearNotices} = S.ui;
+  const boot = S.boot;
+  const knobs = boot.knobs;
   const SIGNIN = '/accounts.google.com/ServiceLogin';
-  const $ = (sel, root = document) => root.querySelector(sel);
-  const ui = {
-    textarea: $('ms-prompt-box textarea[aria-label="Enter a prompt"]'),
-    run: $('ms-run-button button[type="submit"]'),
-    newChat: $('button[aria-label="New chat"]'),
-    temporary: $('button[aria-label="Temporary chat toggle"]'),
-    modelTitle: $('.model-selector-card .title'),
-    modelName: $('[data-test-id="model-name"]'),
-    session: $('ms-chat-session .chat-view-container'),
-    callouts: $('.callouts'),
-    toasts: $('.toast-container'),
-    overlay: $('.cdk-overlay-container'),
-    temperature: $('ms-slider input[type="number"][max="2"]'),
-    topP: $('ms-slider input[type="number"][max="1"]'),
-    maxTokens: $('input[aria-label="Maximum output tokens"]'),
-    stopInput: $('input[aria-label="Add stop token"]'),
-    chips: $('mat-chip-grid.stop-chips'),
-    thinking: $('button[role="switch"][aria-label="Toggle thinking mode"]'),
-    budgetWrap: $('[data-test-id="user-setting-budget-animation-wrapper"]'),
-  };
-  const pageToken = $('meta[name="sim-page-token"]').content;
-  let requestCounter = 0; // each request's token is "<page token>.<n>", n growing: no replays
-  let model = null;
-  let turns = []; // [{role: "user"|"model", text}]
-  let controller = null; // AbortController of the request in flight
+  let requestCounter = 0;  // each request's token is "!<page token>.<n>", n growing: no replays
+  let model = null;  // {name, display, maxOut}
+  let turns = [];  // [{role: "user"|"model", text}]
+  let current = null;  // the run in flight: {abort()}
+  let temporary = false;
+  let promptId = null;  // set once a non-temporary chat was saved
+  let chatId = 0;  // grows with each New chat, so a run that outlives its chat leaves it alone
 
-  // ------------------------------------------------------------------------------ model list
-  function preferredModel() {
-    try {
-      const pref = JSON.parse(localStorage.getItem('aiStudioUserPreference') || '{}');
-      return pref && typeof pref.promptModel === 'string' ? pref.promptModel : null;
-    } catch (e) {
-      return null;
-    }
+  // ------------------------------------------------------------------------------ layout variants
+  const textarea = el('textarea', {class: 'textarea', 'aria-label': 'Enter a prompt', rows: '3',
+                                   placeholder: 'Start typing a prompt'});
+  const run = knobs.run_button === 'legacy'
+    ? el('button', {type: 'submit', class: 'run-button', 'aria-label': 'Run'})
+    : el('button', {type: 'button', class: 'run-button ms-button-primary ctrl-enter-submits'});
+  const tokenCount = el('span', {class: 'token-count'});
+  const wrapper = el('ms-prompt-input-wrapper', {},
+    el('div', {class: 'prompt-row'}, el('ms-autosize-textarea', {}, textarea), el('ms-run-button', {}, run)),
+    tokenCount);
+  $('footer.prompt-footer').append(knobs.prompt_box === 'legacy' ? el('ms-prompt-box', {}, wrapper) : wrapper);
+
+  const toolbar = $('.toolbar');
+  const newChat = el('button', {type: 'button', class: 'new-chat', 'aria-label': 'New chat', text: 'New chat'});
+  const indicator = $('ms-incognito-mode-indicator');
+  let tempButton = null;
+  let moreActions = null;
+  if (knobs.temp_chat === 'legacy') {
+    tempButton = el('button', {type: 'button', 'data-test-incognito-toggle': true,
+                               'aria-pressed': 'false', text: 'Temporary chat'});
+  } else if (knobs.temp_chat === 'menu') {
+    moreActions = el('button', {type: 'button', 'aria-label': 'View more actions',
+                                'aria-expanded': 'false', text: '\u22ee'});
+  } else {
+    tempButton = el('button', {type: 'button', 'aria-label': 'Temporary chat toggle',
+                               class: 'ms-button-borderless', text: 'Temporary chat'});
   }
+  const settingsToggle = knobs.settings_panel === 'always' ? null
+    : el('button', {type: 'button', 'aria-label': 'Toggle run settings panel', text: 'Run settings'});
+  toolbar.append(...[newChat, tempButton, moreActions, settingsToggle].filter(Boolean));
 
-  async function loadModels() {
-    const resp = await fetch(RPC + 'ListModels', {
-      method: 'POST', credentials: 'same-origin', body: '[]',
-      headers: {'Content-Type': 'application/json+protobuf'},
-    });
-    if (!resp.ok) {
-      toast('error', 'Failed to load the list of models.');
-      return;
-    }
-    let text = await resp.text();
-    if (text.startsWith(")]}'")) text = text.slice(text.indexOf('\n') + 1);
-    const models = JSON.parse(text)[0].map(e => ({name: e[0], display: e[3], maxOut: e[6]}));
-    const want = preferredModel();
-    model = models.find(m => m.name === want) || models[0];
-    ui.modelTitle.textContent = model.display;
-    ui.modelName.textContent = model.name.replace(/^models\//, '');
-    ui.maxTokens.max = String(model.maxOut);
-    ui.maxTokens.value = String(model.maxOut);
-    refreshRun();
-  }
-
-  // ------------------------------------------------------------------------------ run button
-  function refreshRun() {
-    if (controller) {
-      ui.run.setAttribute('aria-label', 'Stop generating');
-      ui.run.textContent = 'Stop';
-      ui.run.disabled = false;
+  // ------------------------------------------------------------------------------ state display
+  function refresh() {
+    if (current) {
+      run.setAttribute('aria-label', 'Stop generating');
+      run.textContent = 'Stop';
+      run.disabled = false;
     } else {
-      ui.run.setAttribute('aria-label', 'Run');
-      ui.run.textContent = 'Run';
-      ui.run.disabled = !model || ui.textarea.value.trim() === '';
+      if (knobs.run_button === 'legacy') run.setAttribute('aria-label', 'Run');
+      else run.removeAttribute('aria-label');
+      run.replaceChildren('Run', el('span', {class: 'shortcut', text: ' Ctrl \u23ce'}));
+      run.disabled = !model || textarea.value.trim() === '';
+    }
+    newChat.disabled = !current && turns.length === 0;  // CJack: not enabled on an empty new chat
+    indicator.hidden = !temporary;
+    if (tempButton) {
+      tempButton.classList.toggle('ms-button-active', temporary);
+      if (knobs.temp_chat === 'legacy') tempButton.setAttribute('aria-pressed', String(temporary));
     }
   }
 
-  // ------------------------------------------------------------------------------ notices
-  function toast(kind, message) {
-    const el = document.createElement('div');
-    el.className = 'toast ' + kind;
-    const span = document.createElement('span');
-    span.className = 'content-text';
-    span.textContent = message;
-    const close = document.createElement('button');
-    close.type = 'button';
-    close.setAttribute('aria-label', 'Dismiss');
-    close.textContent = '\u00d7';
-    close.onclick = () => el.remove();
-    el.append(span, close);
-    ui.toasts.append(el);
-    setTimeout(() => el.remove(), 15000);
+  function setTemporary(on) {
+    temporary = on;
+    refresh();
   }
 
-  function quotaCallout() {
-    const el = document.createElement('ms-callout');
-    el.className = 'error-callout';
-    const msg = document.createElement('div');
-    msg.className = 'message';
-    msg.textContent = 'Failed to generate content: user has exceeded quota. Please try again later.';
-    el.append(msg);
-    ui.callouts.append(el);
-  }
-
-  function clearNotices() {
-    ui.toasts.replaceChildren();
-    ui.callouts.replaceChildren();
-  }
-
-  async function showHttpError(resp) {
-    if (resp.status === 429) return quotaCallout();
-    if (resp.status === 401) {
-      toast('error', 'Your session has expired. Please sign in again.');
-      setTimeout(() => {
-        location.href = SIGNIN + '?continue=' + encodeURIComponent(location.href);
-      }, 500);
-      return;
-    }
-    if (resp.status === 403) return toast('error', 'Failed to generate content: permission denied.');
-    if (resp.status >= 500) return toast('error', 'An internal error has occurred.');
-    toast('error', 'Failed to generate content. Please try again.');
+  function openMoreActions() {
+    let h = null;
+    const close = () => { h.close(); moreActions.setAttribute('aria-expanded', 'false'); };
+    const item = el('button', {type: 'button', role: 'menuitem', 'aria-label': 'Temporary chat toggle',
+      onclick: () => { setTemporary(!temporary); close(); }}, 'Temporary chat',
+      temporary ? el('span', {'data-test-incognito-checkmark': true, text: ' \u2713'}) : null);
+    h = S.ui.open({backdrop: 'transparent', pane: el('div', {role: 'menu', class: 'mat-mdc-menu-panel'}, item),
+                   onBackdrop: close, onEscape: close, position: 'top-right'});
+    moreActions.setAttribute('aria-expanded', 'true');
   }
 
   // ------------------------------------------------------------------------------ conversation
-  function addTurn(role, text) {
-    const turn = document.createElement('ms-chat-turn');
-    const box = document.createElement('div');
-    box.className = 'chat-turn-container ' + role;
-    turn.append(box);
-    const textChunk = document.createElement('ms-text-chunk');
-    if (role === 'model') {
-      const thought = document.createElement('ms-thought-chunk');
-      thought.hidden = true;
-      box.append(thought);
-    }
-    textChunk.textContent = text;
-    box.append(textChunk);
-    ui.session.append(turn);
+  function turnBox(role, text) {
+    const box = el('div', {class: 'chat-turn-container ' + role});
+    if (role === 'model') box.append(el('ms-thought-chunk', {hidden: true}));
+    box.append(el('ms-text-chunk', {}, el('ms-cmark-node', {class: 'cmark-node', text})));
     return box;
   }
 
-  // Finds each complete chunk `[...]` at depth 1 of the growing top-level array, across reads.
-  class ChunkScanner {
-    constructor() {
-      this.buf = ''; this.pos = 0; this.depth = 0; this.start = -1;
-      this.inString = false; this.escaped = false; this.finished = false;
-    }
-    push(text) {
-      const out = [];
-      this.buf += text;
-      for (; this.pos < this.buf.length; this.pos++) {
-        const c = this.buf[this.pos];
-        if (this.inString) {
-          if (this.escaped) this.escaped = false;
-          else if (c === '\\') this.escaped = true;
-          else if (c === '"') this.inString = false;
-        } else if (c === '"') {
-          this.inString = true;
-        } else if (c === '[') {
-          if (++this.depth === 2) this.start = this.pos;
-        } else if (c === ']') {
-          if (--this.depth === 1) out.push(JSON.parse(this.buf.slice(this.start, this.pos + 1)));
-          else if (this.depth === 0) this.finished = true;
-        }
-      }
-      // Keep only the unfinished chunk so long answers stay linear.
-      const keep = this.depth >= 2 ? this.start : this.pos;
-      this.buf = this.buf.slice(keep);
-      this.pos -= keep;
-      if (this.start >= 0) this.start -= keep;
-      return out;
-    }
+  function addTurn(role, text) {
+    const box = turnBox(role, text);
+    $('ms-chat-session .chat-view-container').append(el('ms-chat-turn', {}, box));
+    return box;
   }
 
-  function renderChunk(chunk, box, answer) {
-    const candidate = chunk && chunk[0] && chunk[0][0];
-    if (!candidate) return;
-    const parts = (candidate[0] && candidate[0][0]) || [];
+  function render(chunk, view) {
+    const cand = Array.isArray(chunk) && Array.isArray(chunk[0]) ? chunk[0][0] : null;
+    if (!Array.isArray(cand)) return;
+    if (chunk[7]) view.responseId = chunk[7];
+    if (cand[1] === 3) view.blocked = true;
+    const parts = Array.isArray(cand[0]) && Array.isArray(cand[0][0]) ? cand[0][0] : [];
     for (const part of parts) {
       if (!Array.isArray(part) || typeof part[1] !== 'string') continue;
+      const box = view.box();
       if (part[12] === 1) {
         const thought = $('ms-thought-chunk', box);
         thought.hidden = false;
         thought.append(document.createTextNode(part[1]));
       } else {
-        answer.push(part[1]);
-        $('ms-text-chunk', box).append(document.createTextNode(part[1]));
+        view.answer.push(part[1]);
+        $('ms-text-chunk ms-cmark-node', box).append(document.createTextNode(part[1]));
       }
     }
   }
 
+  function showFailure(code, message, httpStatus, view) {
+    if (code === 16 || httpStatus === 401) {
+      toast('error', 'Your session has expired. Please sign in again.');
+      setTimeout(() => { location.href = SIGNIN + '?continue=' + encodeURIComponent(location.href); }, 500);
+    } else if (code === 8 || httpStatus === 429) {
+      callout('error', 'Failed to generate content: user has exceeded quota. Please try again later.');
+      toast('error', message || 'You exceeded your current quota.');
+    } else if (code === 7 || httpStatus === 403) {
+      toast('error', 'Failed to generate content: permission denied.');
+      $('ms-cmark-node', view.box()).textContent = 'An internal error has occurred.';
+    } else if (code === 3 || httpStatus === 400) {
+      toast('error', 'Failed to generate content: ' + (message || 'invalid argument.'));
+    } else {
+      toast('error', 'An internal error has occurred.');
+    }
+  }
+
+  async function save(responseId) {
+    const method = promptId ? 'UpdatePrompt' : 'CreatePrompt';
+    const body = [promptId, turns.map(t => [[[null, t.text]], t.role]), model.name, responseId];
+    const res = await S.rpc.call(method, JSON.stringify(body)).catch(() => null);
+    if (!res || res.status !== 200) return;
+    promptId = JSON.parse(res.text)[0];
+    if (!temporary) history.replaceState(null, '', '/' + promptId);
+  }
+
   async function send() {
-    if (controller || !model || ui.textarea.value.trim() === '') return;
-    const prompt = ui.textarea.value;
+    if (current || !model || textarea.value.trim() === '') return;
+    if (S.settings.isOpen() && knobs.settings_panel !== 'always') S.settings.close();
+    const prompt = textarea.value;
     clearNotices();
     turns.push({role: 'user', text: prompt});
     addTurn('user', prompt);
-    ui.textarea.value = '';
-    controller = new AbortController();
-    refreshRun();
-    const body = {
-      model: model.name,
-      contents: turns.map(t => ({role: t.role, text: t.text})),
-      temperature: Number(ui.temperature.value),
-      topP: Number(ui.topP.value),
-      maxOutputTokens: parseInt(ui.maxTokens.value, 10) || null,
-      stopSequences: [...ui.chips.querySelectorAll('mat-chip .chip-text')].map(c => c.textContent),
-      thinking: ui.thinking.getAttribute('aria-checked') === 'true',
-      thinkingBudget: parseInt($('input', ui.budgetWrap).value, 10) || null,
-      temporary: ui.temporary.getAttribute('aria-pressed') === 'true',
-      token: pageToken + '.' + (++requestCounter),
-    };
-    const answer = [];
-    let box = null;
+    textarea.value = '';
+    tokenCount.textContent = '';
+    const ctl = current = {abort() { this.aborted = true; if (this.cancel) this.cancel(); }};
+    const myChat = chatId;
+    refresh();
+    const payload = JSON.stringify(S.settings.requestBody(model.name, turns,
+      '!' + boot.pageToken + '.' + (++requestCounter)));
+    let modelBox = null;
+    const view = {answer: [], responseId: null, blocked: false,
+                  box: () => (modelBox = modelBox || (myChat === chatId ? addTurn('model', '') : turnBox('model', '')))};
     try {
-      const resp = await fetch(RPC + 'GenerateContent', {
-        method: 'POST', credentials: 'same-origin', signal: controller.signal,
-        headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body),
-      });
-      if (!resp.ok) {
-        await showHttpError(resp);
+      if (knobs.per_user_quota) {
+        await S.rpc.call('StreamGenerateContentPerUserQuota', payload, {ctl}).catch(e => {
+          if (e.name === 'AbortError') throw e;
+        });
+      }
+      const scanner = new S.rpc.ChunkScanner(knobs.nesting);
+      const res = await S.rpc.call('GenerateContent', payload, {ctl, onText: text => {
+        for (const chunk of scanner.push(text)) render(chunk, view);
+      }});
+      if (res.status !== 200) {
+        showFailure(S.rpc.httpErrorCode(res.text), null, res.status, view);
         return;
       }
-      box = addTurn('model', '');
-      const reader = resp.body.getReader();
-      const decoder = new TextDecoder();
-      const scanner = new ChunkScanner();
-      for (;;) {
-        const {done, value} = await reader.read();
-        if (done) break;
-        for (const chunk of scanner.push(decoder.decode(value, {stream: true}))) {
-          renderChunk(chunk, box, answer);
-        }
+      const frame = S.rpc.errorFrame(res.text);
+      if (frame) {
+        showFailure(frame.code, frame.message, 200, view);
+        return;
       }
-      if (!scanner.finished) throw new Error('the answer stream ended early');
+      if (view.blocked) $('ms-cmark-node', view.box()).append(el('span', {class: 'blocked-content',
+        text: 'Content blocked: the response was flagged for safety.'}));
+      if (!modelBox) view.box();
+      if (myChat !== chatId) return;
+      turns.push({role: 'model', text: view.answer.join('')});
+      if (!temporary && knobs.autosave && view.responseId) await save(view.responseId);
     } catch (e) {
       if (e.name !== 'AbortError') toast('warning', 'Failed to generate content. Please try again.');
+      else if (view.answer.length && myChat === chatId) turns.push({role: 'model', text: view.answer.join('')});
     } finally {
-      if (box) turns.push({role: 'model', text: answer.join('')});
-      controller = null;
-      refreshRun();
+      if (current === ctl) current = null;
+      refresh();
     }
   }
 
   // ------------------------------------------------------------------------------ new chat
   function resetChat() {
-    if (controller) controller.abort();
+    chatId++;
+    if (current) current.abort();
+    current = null;
     turns = [];
-    ui.session.replaceChildren();
-    ui.textarea.value = '';
+    promptId = null;
+    $('ms-chat-session .chat-view-container').replaceChildren();
+    textarea.value = '';
+    tokenCount.textContent = '';
     clearNotices();
-    refreshRun();
+    S.settings.reset();  // New chat restores the model's defaults (JaeWangL's live run)
+    setTemporary(false);  // and turns temporary chat off (AISTUDIO.md)
+    if (location.pathname !== '/prompts/new_chat') history.pushState(null, '', '/prompts/new_chat');
   }
 
-  function confirmDiscard() {
-    const dialog = document.createElement('mat-dialog-container');
-    dialog.setAttribute('role', 'dialog');
-    dialog.innerHTML = '<div class="mat-mdc-dialog-inner-container">' +
-      '<h2>Discard unsaved changes?</h2><p>This chat will be lost.</p><div class="actions">' +
-      '<button type="button" class="cancel">Cancel</button>' +
-      '<button type="button" class="discard">Discard and continue</button></div></div>';
-    $('.cancel', dialog).onclick = () => dialog.remove();
-    $('.discard', dialog).onclick = () => { dialog.remove(); resetChat(); };
-    ui.overlay.replaceChildren(dialog);
+  // ------------------------------------------------------------------------------ model list
+  async function loadModels() {
+    const res = await S.rpc.call('ListModels', '[]');
+    if (res.status === 401) return showFailure(16, null, 401, null);
+    if (res.status !== 200) return toast('error', 'Failed to load the list of models.');
+    let text = res.text;
+    if (text.startsWith(")]}'")) text = text.slice(text.indexOf('\n') + 1);
+    const models = JSON.parse(text)[0].map(e => ({name: e[0], display: e[3], maxOut: e[6]}));
+    const query = new URLSearchParams(location.search).get('model');
+    const fromQuery = query && models.find(m => m.name === 'models/' + query.replace(/^models\//, ''));
+    if (fromQuery) prefs.set({promptModel: fromQuery.name});  // assumption: the query is remembered
+    model = fromQuery || models.find(m => m.name === prefs.get().promptModel) || models[0];
+    S.settings.setModel(model.name);
+    refresh();
   }
 
-  // ------------------------------------------------------------------------------ settings
-  function syncSlider(slider) {
-    const [range, number] = slider.querySelectorAll('input');
-    range.addEventListener('input', () => { number.value = range.value; });
-    number.addEventListener('input', () => { range.value = number.value; });
-    number.addEventListener('change', () => { range.value = number.value; });
-  }
-
-  function addStopChip() {
-    const value = ui.stopInput.value;
-    if (!value) return;
-    ui.stopInput.value = '';
-    const chip = document.createElement('mat-chip');
-    const text = document.createElement('span');
-    text.className = 'chip-text';
-    text.textContent = value;
-    const remove = document.createElement('button');
-    remove.type = 'button';
-    remove.className = 'remove-button';
-    remove.setAttribute('aria-label', 'Remove ' + value);
-    remove.textContent = '\u00d7';
-    remove.onclick = () => chip.remove();
-    chip.append(text, remove);
-    ui.chips.append(chip);
+  // ------------------------------------------------------------------------------ counting tokens
+  let countTimer = null;
+  function scheduleCount() {
+    if (!knobs.count_tokens || !model) return;
+    clearTimeout(countTimer);
+    countTimer = setTimeout(async () => {
+      const text = textarea.value;
+      if (!text.trim()) { tokenCount.textContent = ''; return; }
+      const body = JSON.stringify([model.name, [[[[null, text]], 'user']]]);
+      const res = await S.rpc.call('CountTokens', body).catch(() => null);
+      if (res && res.status === 200 && textarea.value === text) {
+        tokenCount.textContent = JSON.parse(res.text)[0] + ' tokens';
+      }
+    }, 300);
   }
 
   // ------------------------------------------------------------------------------ wiring
-  ui.textarea.addEventListener('input', refreshRun);
-  ui.textarea.addEventListener('change', refreshRun);
-  ui.textarea.addEventListener('keydown', e => {
+  textarea.addEventListener('input', () => { refresh(); scheduleCount(); });
+  textarea.addEventListener('change', refresh);
+  textarea.addEventListener('keydown', e => {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
       e.preventDefault();
       send();
     }
   });
-  ui.run.addEventListener('click', e => {
+  run.addEventListener('click', e => {
     e.preventDefault();
-    if (controller) controller.abort();
+    if (current) current.abort();
     else send();
   });
-  ui.newChat.addEventListener('click', () => {
-    if (turns.length || controller) confirmDiscard();
+  newChat.addEventListener('click', () => {
+    if (turns.length || current) S.ui.confirmDiscard(resetChat);
     else resetChat();
   });
-  ui.temporary.addEventListener('click', () => {
-    const on = ui.temporary.getAttribute('aria-pressed') !== 'true';
-    ui.temporary.setAttribute('aria-pressed', String(on));
-  });
-  ui.thinking.addEventListener('click', () => {
-    const on = ui.thinking.getAttribute('aria-checked') !== 'true';
-    ui.thinking.setAttribute('aria-checked', String(on));
-    ui.budgetWrap.hidden = !on;
-  });
-  ui.stopInput.addEventListener('keydown', e => {
-    if (e.key === 'Enter') {
-      e.preventDefault();
-      addStopChip();
-    }
-  });
-  ui.stopInput.addEventListener('change', addStopChip);
-  ui.stopInput.addEventListener('blur', addStopChip);
-  document.querySelectorAll('ms-slider').forEach(syncSlider);
-  refreshRun();
+  if (tempButton) tempButton.addEventListener('click', () => setTemporary(!temporary));
+  if (moreActions) moreActions.addEventListener('click', openMoreActions);
+  if (settingsToggle) settingsToggle.addEventListener('click', () => S.settings.toggleOpen());
+  refresh();
+  S.ui.freshProfilePopups();
   loadModels().catch(() => toast('error', 'Failed to load the list of models.'));
 })();
