@@ -180,3 +180,23 @@ def test_lifeline_passes_the_parent_death_signal_on_and_scrubs(tmp_path: Path) -
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_kill_9_of_supervisord_takes_the_browsers_too(tmp_path: Path) -> None:
+    """Real Chromium workers on the simulator: each worker gets SIGTERM from the kernel and
+    closes its browser, which runs in a process group of its own."""
+    from bpool.supervise_harness import browser_pids
+
+    with SupervisedPool(tmp_path, simulator="on") as pool:
+        pool.make_profiles("alice")
+        pool.start(timeout_s=60)
+        pool.wait_in_rotation({"alice"}, timeout_s=120)
+        assert pool.proc is not None
+        browsers = browser_pids(pool.run_dir, "alice")
+        assert browsers, "no browser process found for alice"
+        everything = [p for p in marked_pids(pool.marker) if p != pool.proc.pid] + browsers
+        os.kill(pool.proc.pid, signal.SIGKILL)
+        pool.proc.wait(10)
+        pool.wait_until(lambda: not live(everything), 40,
+                        "the programs and the browser of the killed supervisord to exit")
+        assert pool.close() == []
