@@ -264,3 +264,67 @@ async def test_browser_of_a_killed_worker_is_gone_after_the_next_start(tmp_path)
             child.wait()
         child.stdout.close()
         procs.kill_tagged(dirs.tag)
+
+
+# ---------------------------------------------------------------------------- Camoufox, as units
+# Camoufox cannot run here: what is checked is what bpool hands it (launch options, scripts).
+
+
+def test_camoufox_is_launched_with_main_world_eval(no_network, monkeypatch, tmp_path):
+    """launch() passes camoufox_options to AsyncNewBrowser; the fake stops it right there."""
+    import inspect
+
+    import camoufox.async_api
+    from camoufox.utils import launch_options
+
+    captured: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    async def fake_new_browser(pw, **kwargs):
+        captured.update(kwargs)
+        raise Stop()
+
+    monkeypatch.setattr(camoufox.async_api, "AsyncNewBrowser", fake_new_browser)
+    exe = fake_camoufox(tmp_path / "cf")
+    dirs = BrowserDirs.for_profile(tmp_path / "run", "dora")
+    with pytest.raises(Stop):
+        asyncio.run(engines.launch(engines.EngineChoice("camoufox", exe, "t"),
+                                   EngineSettings(headless=True), dirs))
+    assert captured["main_world_eval"] is True
+    assert captured["persistent_context"] is True
+    assert captured["user_data_dir"] == str(dirs.user_data)
+    assert captured["executable_path"] == str(exe)
+    assert captured["exclude_addons"]  # every default add-on: they would be downloaded
+    assert captured["headless"] is True and captured["env"][procs.OWNER_ENV] == dirs.tag
+    # every key is one camoufox's launch_options (or Playwright's launch) accepts by name
+    named = set(inspect.signature(launch_options).parameters)
+    playwright_launch = {"headless", "env", "handle_sigint", "handle_sigterm", "handle_sighup",
+                         "timeout", "persistent_context", "user_data_dir"}
+    assert set(captured) <= named | playwright_launch
+    assert not procs.find_tagged(dirs.tag)  # the half-launch left nothing behind
+    lock = procs.ProfileLock(dirs.root)
+    assert lock.acquire()
+    lock.release()
+
+
+def test_main_world_scripts_are_marked_for_camoufox_only():
+    from bpool.studio.tap import TAP_JS, tap_scripts
+
+    assert engines.main_world_prefix("camoufox") == "mw:"
+    assert engines.main_world_prefix("chromium") == ""
+    methods = ("GenerateContent", "ListModels")
+    chromium = tap_scripts("__b", methods, engines.main_world_prefix("chromium"))
+    assert len(chromium) == 1 and not chromium[0].startswith("mw:")
+    assert '"relay": ""' in chromium[0]  # it calls the binding itself
+    relay, tap = tap_scripts("__b", methods, engines.main_world_prefix("camoufox"))
+    # The tap goes to the page's world, prefix first (Playwright wraps the whole body; Camoufox
+    # recognises the prefix wrapped or bare); the relay stays in the automation's world.
+    assert tap.startswith("mw:") and tap[3:].startswith(TAP_JS.read_text()[:200])
+    assert not relay.startswith("mw:")
+    event = json.loads(tap[tap.rindex("({") + 1:tap.rindex(");")])["relay"]
+    assert event.startswith("bpool-") and f'"event": "{event}"' in relay
+    assert '"binding": "__b"' in relay
+    # a fresh event name per process: a page cannot know it in advance
+    assert tap_scripts("__b", methods, "mw:")[1] != tap

@@ -29,7 +29,7 @@ def page_thinking(state: dict, levels: tuple[str, ...] = ()) -> PageThinking:
     switch = state.get("thinking")
     return PageThinking(
         has_level=state.get("level") is not None, levels=levels,
-        has_switch=switch is not None, switch_enabled=bool(switch and switch["enabled"]),
+        has_switch=switch is not None, switch_enabled=bool(switch["enabled"]) if switch else True,
         has_budget=state.get("budget") is not None or state.get("manual") is not None)
 
 
@@ -137,6 +137,14 @@ class RunSettings:
         search_on = bool(known and known.get("search") and known["search"]["on"])
         if known is not None and not self.dirty and search_on == self.search:
             return None
+        try:
+            return await self._settle(step, model, known)
+        except StepError as exc:  # a job that needs the panel fails on its own, naming it
+            log.warning("could not check the run settings after a new chat: %s", exc)
+            self.defaults.setdefault(model or "", {})  # not again for this model, every reset
+            return None
+
+    async def _settle(self, step: str, model: str | None, known: dict | None) -> dict:
         state = await self.open(step)
         if model and model not in self.defaults and not self.dirty:
             self.defaults[model] = state
