@@ -343,6 +343,15 @@ class StudioDriver:
         """Back to an empty new chat: New chat (+ confirm discarding), else navigate there."""
         self.tap.discard_pending()
         try:
+            await self._reset()
+        except StepError as exc:
+            if exc.kind != NEEDS_CONSENT:
+                raise
+            # The account is out of rotation; the next job fails at once, naming the consent.
+            log.warning("page not reset: %s", exc)
+
+    async def _reset(self) -> None:
+        try:
             await self.stop_generating()
             if await self.x.js("reset", page_js.CLICK, self.t.new_chat_button):
                 # Short polls: this sits between a finished answer and the next job.

@@ -24,7 +24,7 @@
 
   const post = (msg) => {
     try {
-      const binding = window[config.binding];
+      const binding = globalThis[config.binding] || window[config.binding];
       if (typeof binding === 'function') {
         const r = binding(msg);
         if (r && typeof r.catch === 'function') r.catch(() => {});

@@ -33,7 +33,8 @@ MAX_TRACKED = 64  # old requests the page never finished are forgotten past this
 RELAY_JS = """(function (cfg) {
   if (window.top !== window) return;
   window.addEventListener(cfg.event, (e) => {
-    const binding = window[cfg.binding];
+    // In a Firefox sandbox the binding is on the sandbox's global, not on the page's window.
+    const binding = globalThis[cfg.binding] || window[cfg.binding];
     if (typeof binding !== 'function' || typeof e.detail !== 'string') return;
     try {
       const r = binding(JSON.parse(e.detail));
