@@ -68,6 +68,8 @@ async def cors(req: web.Request, handler) -> web.StreamResponse:
         raise
     except (ConnectionError, asyncio.CancelledError):
         raise
+    except BadBody:
+        resp = http_error(ERR_ARGUMENT)
     except Exception:
         log.exception("sim: unexpected error on %s", req.path)
         resp = http_error(ERR_INTERNAL)
@@ -76,11 +78,15 @@ async def cors(req: web.Request, handler) -> web.StreamResponse:
     return resp
 
 
+class BadBody(Exception):
+    """The request body is not JSON: INVALID_ARGUMENT (the cors middleware answers it)."""
+
+
 async def _json(req: web.Request) -> object:
     try:
         return json.loads(await req.text())
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(body=wire.error_body(*ERR_ARGUMENT[1:]), headers=RPC_HEADERS)
+        raise BadBody from None
 
 
 async def list_models(req: web.Request) -> web.Response:

@@ -48,17 +48,22 @@
   toolbar.append(...[newChat, tempButton, moreActions, settingsToggle].filter(Boolean));
 
   // ------------------------------------------------------------------------------ state display
+  let shownBusy = null;
   function refresh() {
-    if (current) {
-      run.setAttribute('aria-label', 'Stop generating');
-      run.textContent = 'Stop';
-      run.disabled = false;
-    } else {
-      if (knobs.run_button === 'legacy') run.setAttribute('aria-label', 'Run');
-      else run.removeAttribute('aria-label');
-      run.replaceChildren('Run', el('span', {class: 'shortcut', text: ' Ctrl \u23ce'}));
-      run.disabled = !model || textarea.value.trim() === '';
+    // Children change only when the button turns into Stop or back: replacing them on every
+    // keystroke would drop a click whose mousedown landed on a replaced node.
+    if (shownBusy !== !!current) {
+      shownBusy = !!current;
+      if (current) {
+        run.setAttribute('aria-label', 'Stop generating');
+        run.replaceChildren('Stop');
+      } else {
+        if (knobs.run_button === 'legacy') run.setAttribute('aria-label', 'Run');
+        else run.removeAttribute('aria-label');
+        run.replaceChildren('Run', el('span', {class: 'shortcut', text: ' Ctrl \u23ce'}));
+      }
     }
+    run.disabled = !current && (!model || textarea.value.trim() === '');
     newChat.disabled = !current && turns.length === 0;  // CJack: not enabled on an empty new chat
     indicator.hidden = !temporary;
     if (tempButton) {
