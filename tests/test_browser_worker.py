@@ -239,8 +239,10 @@ async def test_region_page_is_reported(sim, open_page):
     assert ei.value.kind == "site" and "region" in ei.value.message
 
 
-async def test_quota_429_is_rate_limited_with_a_cooldown(sim, open_page):
-    sim.admin("config", {"quota": 1, "quota_window_s": 600})
+@pytest.mark.parametrize("errors", ["frame", "http"])
+async def test_quota_is_rate_limited_with_a_cooldown(sim, open_page, errors):
+    """The live page gets the quota as an error frame in a 200 body; older pages as HTTP 429."""
+    sim.admin("config", {"quota": 1, "quota_window_s": 600, "errors": errors})
     page = await open_page("alice", cooldowns=Cooldowns(rate_limit_s=120.0, quota_s=7200.0))
     d = page.driver
     await d.open()
@@ -251,8 +253,8 @@ async def test_quota_429_is_rate_limited_with_a_cooldown(sim, open_page):
         await d.run(spec("second"), rec.emit, lambda: None)
     err = ei.value
     assert err.kind == "rate_limited" and err.step == "read answer"
-    assert "429" in err.message
-    assert err.retry_after_s == 120.0  # "Resource has been exhausted": minutes, not hours
+    assert ("RESOURCE_EXHAUSTED" if errors == "frame" else "HTTP 429") in err.message
+    assert err.retry_after_s == 120.0  # a per-window limit: minutes, not hours
     assert rec.chunks == []
     info = err.to_error()
     assert info.status == 429 and info.retry_after_s == 120.0

@@ -221,6 +221,15 @@ SELECT_OPTION = _fn("{s, pick}", """
   return opts.map(text);
 """)
 
+# Expands collapsed sections (aria-expanded="false"); returns how many it opened.
+EXPAND = _fn("sels", """
+  let n = 0;
+  for (const sel of sels) for (const b of qa(sel)) {
+    if (vis(b) && b.getAttribute('aria-expanded') === 'false') { b.click(); n++; }
+  }
+  return n;
+""")
+
 CLEAR_CHIPS = _fn("sel", """
   let n = 0;
   for (const b of qa(sel)) { b.click(); n++; }

@@ -219,6 +219,13 @@ class RunSettings:
 
     async def _set_stops(self, stops: tuple[str, ...], step: str) -> None:
         await self.x.js(step, page_js.CLEAR_CHIPS, self.x.t.stop_chip_remove)
+        stop_input = list(self.x.t.stop_input)
+        if not await self.x.js(step, page_js.ANY_VISIBLE, stop_input):
+            # Typed like a user (Enter makes the chip), so it must be showing.
+            if await self.x.js(step, page_js.EXPAND, list(self.x.t.advanced_expand)):
+                await self.x.until(step, "the stop-sequence input did not show",
+                                   lambda: self.x.js(step, page_js.ANY_VISIBLE, stop_input),
+                                   self.x.s.control_timeout_s)
         async with self.x.step(step):
             box = self.x.page.locator(", ".join(self.x.t.stop_input))
             if await box.count() == 0:

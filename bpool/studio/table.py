@@ -135,6 +135,8 @@ class StudioTable:
         '[data-test-id="searchAsAToolTooltip"] button[role="switch"]',
     )
     tools_expand: tuple[str, ...] = ('button[aria-label="Expand or collapse tools"]',)
+    # Stop sequences, output length and top-p sit in a collapsible "Advanced settings" section.
+    advanced_expand: tuple[str, ...] = ('button[aria-label="Expand or collapse advanced settings"]',)
 
     # ---------------------------------------------------------------- submitting
     prompt_textarea: tuple[str, ...] = (
@@ -160,9 +162,12 @@ class StudioTable:
     toasts: str = "div.toast.warning, div.toast.error"
     toast_text: str = "span.content-text"
     quota_callout: str = "ms-callout.error-callout .message, ms-callout.warning-callout .message"
-    quota_phrases: tuple[str, ...] = ("exceeded quota", "quota exceeded", "exceeded your current quota",
-                                      "out of free generations")
-    rate_phrases: tuple[str, ...] = ("too many requests", "rate limit", "rate-limits")
+    # "quota" phrases mean hours of rest; "rate" phrases minutes. The live quota message ("You
+    # exceeded your current quota, ... rate-limits. * Quota exceeded for metric: ...") is the
+    # same for a burst and a daily limit; outcomes.py tells a daily one by the metric it names.
+    quota_phrases: tuple[str, ...] = ("exceeded quota", "out of free generations")
+    rate_phrases: tuple[str, ...] = ("too many requests", "rate limit", "rate-limits",
+                                     "exceeded your current quota")
 
     # ---------------------------------------------------------------- our own names on the page
     binding: str = "__bpoolTap"  # the exposed binding tap.js posts to
