@@ -29,9 +29,15 @@ MODEL = "gemini-2.5-flash"
 LOGGED_IN = ("alice", "bob")
 LOGGED_OUT = ("ghost",)
 
-# Knobs every test starts from: answers as fast as the sim can send them, no quota, no failures.
+# Knobs every test starts from: answers as fast as the sim can send them, no quota, no failures,
+# and otherwise the realistic page (bpool/sim/README.md): every knob at its real-page default.
 BASE_KNOBS = {"tokens_per_s": 0, "first_token_s": 0, "answer_s": 0, "split": "chars",
-              "quota": 0, "quota_window_s": 60, "require_token": True, "region_blocked": False}
+              "quota": 0, "quota_window_s": 60, "quota_kind": "burst", "require_token": True,
+              "nesting": "nested", "metadata_chunk": True, "errors": "frame",
+              "region_blocked": False, "transport": "xhr", "settings_panel": "collapsible",
+              "run_button": "current", "prompt_box": "current", "temp_chat": "toggle",
+              "welcome_dialog": True, "cookie_bar": True, "got_it": True, "per_user_quota": True,
+              "count_tokens": True, "autosave": True}
 
 
 def answer_for(profile: str, prompt: str) -> str:

@@ -572,3 +572,11 @@ def test_serve_writes_both_urls_and_exits_cleanly_on_sigterm(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
+
+
+def test_the_browser_tests_base_knobs_are_the_real_page_with_fast_answers():
+    from browser_pool_fixtures import BASE_KNOBS
+    defaults = dataclasses.asdict(Knobs())
+    assert set(BASE_KNOBS) == set(defaults)  # every knob named, so none leaks between tests
+    assert {k: v for k, v in BASE_KNOBS.items() if defaults[k] != v} == {"tokens_per_s": 0, "first_token_s": 0}
+    assert BASE_KNOBS["quota"] == 0 and Knobs().updated(BASE_KNOBS).errors == "frame"
