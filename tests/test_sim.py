@@ -198,7 +198,8 @@ def test_pace_first_token_and_fixed_answer_time():
 
 def test_the_real_request_body_is_read_position_by_position():
     req = request.parse_generate(REAL_REQUEST)
-    assert req.model == "models/gemma-4-31b-it" and req.contents == [("user", "7777怎么凑成24点，禁止搜索")]
+    assert req.model == "models/gemma-4-31b-it"
+    assert req.contents == [("user", "7777怎么凑成24点，禁止搜索")]
     assert (req.stops, req.max_tokens, req.temperature, req.top_p, req.top_k) == (["6"], 32768, 0.7, 0.95, 64)
     assert req.thinking is not None and req.thinking.include_thoughts and req.thinking.level == "high"
     assert req.search and req.system == "测试prompt" and req.token == REAL_REQUEST[4]
@@ -273,7 +274,8 @@ async def test_a_refused_thinking_level_is_an_error_in_the_chosen_style(alice, s
     message = "Thinking level MINIMAL is not supported for this model."
     assert got == status
     if errors == "frame":
-        assert error_frames(chunk_list(body)) == [[3, message]] and read_text(chunk_list(body), thought=False) == ""
+        assert error_frames(chunk_list(body)) == [[3, message]]
+        assert read_text(chunk_list(body), thought=False) == ""
     elif errors == "bare":
         assert body == [None, [3, message]]
     else:
@@ -281,7 +283,8 @@ async def test_a_refused_thinking_level_is_an_error_in_the_chosen_style(alice, s
     _, ok = await alice.ask("x", thinking=[1, None, None, 1], model="gemini-3.8-flash")  # LOW
     assert read_text(chunk_list(ok), thought=False).endswith("You said: x")
     rec = admin(sim, "stats")["requests"]
-    assert (rec[0]["error_code"], rec[0]["outcome"], rec[0]["params"]["thinkingLevel"]) == (3, "error", "minimal")
+    first = rec[0]
+    assert (first["error_code"], first["outcome"], first["params"]["thinkingLevel"]) == (3, "error", "minimal")
 
 
 async def test_max_tokens_stop_sequences_and_the_model_limit(alice):
@@ -291,7 +294,8 @@ async def test_max_tokens_stop_sequences_and_the_model_limit(alice):
     _, body = await alice.ask("one two three", stops=["two"])
     assert read_text(chunk_list(body), thought=False) == "Hello from alice@sim.test. You said: one "
     _, body = await alice.ask("x", max_tokens=70000)
-    assert error_frames(chunk_list(body))[0][0] == 3 and "65537 (exclusive)" in error_frames(chunk_list(body))[0][1]
+    (code, message), = error_frames(chunk_list(body))
+    assert code == 3 and "65537 (exclusive)" in message
 
 
 async def test_a_100k_character_prompt_is_echoed_whole(alice):
@@ -516,7 +520,8 @@ async def test_make_profiles_writes_private_storage_states_the_sim_accepts(tmp_p
             ("127.0.0.1", "/", True, False, "Lax")
         assert sid["expires"] > time.time()
     assert stat.S_IMODE((sim_dir / "accounts.json").stat().st_mode) == 0o600
-    flags = {a["name"]: a.get("tos", False) for a in json.loads((sim_dir / "accounts.json").read_text())["accounts"]}
+    saved = json.loads((sim_dir / "accounts.json").read_text())["accounts"]
+    flags = {a["name"]: a.get("tos", False) for a in saved}
     assert flags == {"user1": False, "user2": False, "newbie": True}
 
     with ThreadedSim(SimSettings(port=0, dir=sim_dir, knobs=Knobs().updated(FAST))) as sim:
@@ -555,7 +560,8 @@ def test_serve_writes_both_urls_and_exits_cleanly_on_sigterm(tmp_path):
             time.sleep(0.05)
         url = (sim_dir / "url").read_text().strip()
         rpc_url = (sim_dir / "rpc_url").read_text().strip()
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url) and re.fullmatch(r"http://127\.0\.0\.1:\d+", rpc_url)
+        for u in (url, rpc_url):
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+", u)
         assert url != rpc_url
         with urllib.request.urlopen(url + "/__sim/health", timeout=10) as r:
             health = json.load(r)

@@ -1,8 +1,9 @@
 """The simulated studio page in real Chromium, measured against the evidence: a cross-origin XHR to
 the RPC host with CORS and cookies, the real request layout, the collapsible run settings, the
 fresh-profile popups, temporary chat, the thinking controls, errors on the page, and the knobs
-that bring back the older variants. One browser (a private user-data dir) and one simulator serve
-the whole module."""
+that bring back the older variants. One browser (Playwright's private temporary profile, a private
+HOME) and one simulator serve the whole module; each test gets a fresh browser context, so no
+cookie, localStorage or CORS preflight cache carries over from another test."""
 
 from __future__ import annotations
 
@@ -61,32 +62,35 @@ def world(tmp_path_factory):
     home.mkdir()
     with ThreadedSim(SimSettings(port=0, dir=base / "sim", knobs=Knobs().updated(QUIET))) as sim:
         with sync_playwright() as pw:
-            ctx = pw.chromium.launch_persistent_context(
-                str(base / "chromium-profile"), executable_path="/usr/bin/chromium",
-                args=CHROMIUM_ARGS, env={**os.environ, "HOME": str(home)})
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+                                         env={**os.environ, "HOME": str(home)})
             try:
-                yield sim, ctx, base / "cookies"
+                yield sim, browser, base / "cookies"
             finally:
-                ctx.close()
+                browser.close()
 
 
 class Studio:
-    def __init__(self, sim, ctx, cookies) -> None:
-        self.sim, self.ctx, self.cookies = sim, ctx, cookies
+    """One browser context logged in as one account, and the page in it."""
+
+    def __init__(self, sim, browser, cookies) -> None:
+        self.sim, self.browser, self.cookies = sim, browser, cookies
         self.requests: list = []
-        self.page = None
+        self.ctx = self.page = None
 
     def login(self, name: str) -> None:
-        self.ctx.clear_cookies()
-        self.ctx.add_cookies(json.loads((self.cookies / f"{name}.json").read_text())["cookies"])
+        """A fresh context (no localStorage, no preflight cache) with `name`'s cookie file."""
+        self.close()
+        self.ctx = self.browser.new_context(storage_state=str(self.cookies / f"{name}.json"))
+        self.page = self.ctx.new_page()
+        self.page.on("request", lambda r: self.requests.append(r))
 
-    def open(self, query: str = "", fresh_storage: bool = False):
-        if self.page is None:
-            self.page = self.ctx.new_page()
-            self.page.on("request", lambda r: self.requests.append(r))
-        if fresh_storage:
-            self.page.goto(self.sim.url + "/signin")  # the page origin, without the app
-            self.page.evaluate("() => localStorage.clear()")
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+        self.ctx = self.page = None
+
+    def open(self, query: str = ""):
         self.page.goto(self.sim.url + NEW_CHAT_PATH + query)
         self.page.locator('ms-prompt-input-wrapper textarea, ms-prompt-box textarea').wait_for()
         return self.page
@@ -119,7 +123,8 @@ class Studio:
             const r = document.querySelector(sel).getBoundingClientRect();
             const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
             const c = hit.closest('ms-run-settings, .cdk-overlay-backdrop, .glue-cookie-notification-bar');
-            return c ? c.tagName.toLowerCase() + '.' + c.className : (hit.closest(sel) ? 'itself' : hit.tagName);
+            if (c) return c.tagName.toLowerCase() + '.' + c.className;
+            return hit.closest(sel) ? 'itself' : hit.tagName;
         }""", selector)
 
 
@@ -132,8 +137,7 @@ def studio(world):
     s = Studio(sim, ctx, cookies)
     s.login("alice")
     yield s
-    if s.page is not None:
-        s.page.close()
+    s.close()
 
 
 def expected(prompt: str, who: str = "alice") -> str:
@@ -172,6 +176,8 @@ def test_a_run_is_a_cross_origin_xhr_with_the_real_request_layout(studio):
     rec = stats["requests"][-1]
     assert rec["origin"] == sim.url and rec["outcome"] == "ok" and rec["params"]["googleSearch"]
     assert stats["rpcs"]["OPTIONS"] >= 1  # preflighted: the page's headers are not simple ones
+    sent = [r for r in studio.requests if r.url.endswith("/GenerateContent")][-1].headers
+    assert sent["content-type"] == "application/json+protobuf" and "x-goog-api-key" in sent
     assert rec["saved"] and "/prompts/new_chat" not in page.url  # saved to the account (not temporary)
 
 
@@ -221,7 +227,7 @@ def test_the_run_settings_panel_exists_only_while_open_and_covers_run(studio):
 
 def test_fresh_profile_popups_swallow_clicks_until_dismissed_and_are_remembered(studio):
     admin(studio.sim, "config", {"welcome_dialog": True, "cookie_bar": True, "got_it": True})
-    page = studio.open(fresh_storage=True)
+    page = studio.open()
     page.locator("ms-g1-welcome-dialog").wait_for()
     assert studio.covered_by(PANEL_TOGGLE).startswith("div.cdk-overlay-backdrop")
     with pytest.raises(PlaywrightTimeout):
@@ -229,7 +235,7 @@ def test_fresh_profile_popups_swallow_clicks_until_dismissed_and_are_remembered(
     page.locator("ms-g1-welcome-dialog").get_by_role("button", name="Got it", exact=True).click()
     tip = page.locator(".feature-tip")
     tip.wait_for()  # then a feature tip, whose transparent backdrop also takes the clicks
-    assert studio.covered_by(PANEL_TOGGLE).startswith("div.cdk-overlay-backdrop cdk-overlay-backdrop-showing cdk-overlay-transparent")
+    assert "cdk-overlay-transparent-backdrop" in studio.covered_by(PANEL_TOGGLE)
     tip.get_by_role("button", name="Got it", exact=True).click()
     assert studio.covered_by(RUN).startswith("div.glue-cookie-notification-bar")  # over the prompt box
     page.click(".glue-cookie-notification-bar__accept")
@@ -242,13 +248,16 @@ def test_fresh_profile_popups_swallow_clicks_until_dismissed_and_are_remembered(
     page = studio.open()  # remembered
     assert page.locator("ms-g1-welcome-dialog, .feature-tip, .glue-cookie-notification-bar").count() == 0
 
-    studio.open(fresh_storage=True)  # CJack's way: the preference set before the page loads
-    page.evaluate("() => localStorage.setItem('aiStudioUserPreference', JSON.stringify({warmWelcomeDisplayed: true}))")
+    studio.login("alice")  # a fresh profile again; CJack's way: the preference set before loading
+    page = studio.open()
+    page.evaluate("""() => localStorage.setItem('aiStudioUserPreference',
+        JSON.stringify({warmWelcomeDisplayed: true}))""")
     page = studio.open()
     assert page.locator("ms-g1-welcome-dialog").count() == 0 and page.locator(".feature-tip").count() == 1
 
     admin(studio.sim, "config", {"welcome_dialog": False, "cookie_bar": False, "got_it": False})
-    page = studio.open(fresh_storage=True)
+    studio.login("alice")
+    page = studio.open()
     assert page.locator("ms-g1-welcome-dialog, .feature-tip, .glue-cookie-notification-bar, "
                         ".cdk-overlay-backdrop").count() == 0
 

@@ -115,7 +115,8 @@ def make_profiles(args: argparse.Namespace) -> int:
             path, names, tos=True if args.needs_tos else None)]
     for name, email, sid in made:
         out = accounts.write_profile(args.out, name, accounts.storage_state(sid, args.host))
-        state = "logged out" if args.logged_out else email + (" (terms not accepted)" if args.needs_tos else "")
+        state = ("logged out" if args.logged_out
+                 else email + (" (terms not accepted)" if args.needs_tos else ""))
         print(f"bpool.sim: wrote {out} ({state})")
     return 0
 

@@ -65,7 +65,8 @@
   function toggle(label, checked, onFlip, disabled = false) {
     const btn = el('button', {type: 'button', role: 'switch', 'aria-label': label,
       'aria-checked': String(checked), disabled,
-      class: 'mdc-switch' + (checked ? ' mdc-switch--selected' : '') + (disabled ? ' mdc-switch--disabled' : '')},
+      class: 'mdc-switch' + (checked ? ' mdc-switch--selected' : '')
+        + (disabled ? ' mdc-switch--disabled' : '')},
       el('span', {class: 'knob'}));
     btn.addEventListener('click', () => { if (!disabled) { onFlip(!checked); } });
     return el('mat-slide-toggle', {}, btn);
@@ -151,7 +152,8 @@
       el('span', {class: 'title', text: caps.display}),
       el('span', {class: 'subtitle', 'data-test-id': 'model-name', text: caps.id})));
     const temperature = caps.sampling
-      ? el('div', {class: 'setting'}, el('h3', {text: 'Temperature'}), slider('Temperature', 'temperature', 0, 2, 0.05))
+      ? el('div', {class: 'setting'}, el('h3', {text: 'Temperature'}),
+           slider('Temperature', 'temperature', 0, 2, 0.05))
       : null;
     const tools = section('tools', 'areToolsOpen', 'Expand or collapse tools',
       caps.search ? el('div', {class: 'setting', 'data-test-id': 'searchAsAToolTooltip'},
@@ -166,7 +168,8 @@
     const advanced = section('advanced', 'isAdvancedOpen', 'Expand or collapse advanced settings',
       stopChips(),
       el('div', {class: 'setting'}, el('h3', {text: 'Output length'}), maxTokens),
-      caps.sampling ? el('div', {class: 'setting'}, el('h3', {text: 'Top P'}), slider('Top P', 'topP', 0, 1, 0.05)) : null);
+      caps.sampling ? el('div', {class: 'setting'}, el('h3', {text: 'Top P'}),
+                         slider('Top P', 'topP', 0, 1, 0.05)) : null);
     return el('ms-run-settings', {class: 'run-settings' + (collapsible() ? ' overlay' : ''),
       role: 'complementary', 'aria-label': 'Run settings'},
       header, model, temperature, thinkingSection(), tools, advanced);

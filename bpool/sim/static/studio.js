@@ -163,8 +163,9 @@
     const payload = JSON.stringify(S.settings.requestBody(model.name, turns,
       '!' + boot.pageToken + '.' + (++requestCounter)));
     let modelBox = null;
+    const newBox = () => (myChat === chatId ? addTurn('model', '') : turnBox('model', ''));
     const view = {answer: [], responseId: null, blocked: false,
-                  box: () => (modelBox = modelBox || (myChat === chatId ? addTurn('model', '') : turnBox('model', '')))};
+                  box: () => (modelBox = modelBox || newBox())};
     try {
       if (knobs.per_user_quota) {
         await S.rpc.call('StreamGenerateContentPerUserQuota', payload, {ctl}).catch(e => {
