@@ -96,11 +96,24 @@ def health_url() -> str:
     return f"http://{host}:{env_int('BPOOL_PORT', 2048)}/health"
 
 
+def _operator_key() -> str | None:
+    """A key of the pool, when keys are configured: /health shows worker details only with one."""
+    from bpool.front.settings import load_api_keys
+
+    try:
+        keys = load_api_keys(env_str("BPOOL_API_KEYS", ""), env_str("BPOOL_API_KEYS_FILE", ""))
+    except Exception:  # an unreadable keys file: ask without a key, the front says the rest
+        return None
+    return keys[0] if keys else None
+
+
 def fetch_health(url: str) -> Any:
     """/health's JSON, also from a 503 (it still carries the pool details); None if unreachable
-    or not JSON."""
+    or not JSON. Sends the pool's key when keys are configured."""
+    key = _operator_key()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
+        with urllib.request.urlopen(req, timeout=3) as resp:
             body = resp.read()
     except urllib.error.HTTPError as exc:
         body = exc.read()

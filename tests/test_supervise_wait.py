@@ -82,3 +82,38 @@ def test_paused_counts_as_swapped_but_says_so() -> None:
     v = judge("alice", [w("paused", 20, cooldown_remaining_s=1790.0,
                           last_error="paused: permission denied")], running(20))
     assert v.done and v.ok and "1790.0" in v.message and "permission denied" in v.message
+
+
+def test_health_is_fetched_with_the_pools_key_when_keys_are_configured(monkeypatch) -> None:
+    """With keys configured the front shows worker details only to a caller with a key."""
+    import http.server
+    import threading
+
+    from bpool.supervise_wait import fetch_workers
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            detailed = self.headers.get("Authorization") == "Bearer k-one"
+            body = b'{"status": "ok", "workers": [{"profile_id": "alice"}]}' if detailed \
+                else b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health"
+        monkeypatch.delenv("BPOOL_API_KEYS_FILE", raising=False)
+        monkeypatch.delenv("BPOOL_API_KEYS", raising=False)
+        assert fetch_workers(url) is None
+        monkeypatch.setenv("BPOOL_API_KEYS", "k-one,k-two")
+        assert fetch_workers(url) == [{"profile_id": "alice"}]
+    finally:
+        server.shutdown()
+        server.server_close()

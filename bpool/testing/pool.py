@@ -248,7 +248,9 @@ class Pool:
             return resp.status, None
 
     def health(self) -> tuple[int, Any]:
-        return self.get("/health")
+        # With keys configured, /health shows worker details only to a caller with a key.
+        keys = [k for k in self.env.get("BPOOL_API_KEYS", "").split(",") if k.strip()]
+        return self.get("/health", {"Authorization": f"Bearer {keys[0].strip()}"} if keys else None)
 
     def wait_until(self, check: Callable[[], T | None], timeout_s: float, what: str,
                    interval_s: float = 0.05) -> T:
