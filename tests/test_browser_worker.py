@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from bpool.protocol import ChatMessage, JobSpec
 from bpool.studio import engines, procs
 from bpool.studio.driver import DriverSettings, StudioDriver
 from bpool.studio.outcomes import BrowserGone, Cooldowns, StepError
+from bpool.sim.knobs import Knobs
 from bpool.studio.profiles import load_profile
 
 HAVE_CHROMIUM = Path(engines.DEFAULT_CHROMIUM).exists()
@@ -49,8 +51,8 @@ class Sim:
         self.dir = root / "sim"
         self.cookies = root / "cookies"
         env = dict(os.environ, BPOOL_SIM_DIR=str(self.dir))
-        for extra in ([], ["--logged-out"]):
-            names = "ghost" if extra else "alice,bob"
+        for names, extra in (("alice,bob", []), ("ghost", ["--logged-out"]),
+                             ("carol", ["--needs-tos"])):
             subprocess.run([PY, "-m", "bpool.sim", "make-profiles", "--dir", str(self.dir),
                             "--out", str(self.cookies), "--names", names, *extra],
                            check=True, env=env, cwd=REPO_ROOT, capture_output=True, timeout=60)
@@ -82,8 +84,8 @@ class Sim:
                 self.proc.wait()
 
 
-DEFAULT_KNOBS = {"tokens_per_s": 0, "first_token_s": 0, "answer_s": 0, "split": "chars",
-                 "quota": 0, "region_blocked": False}
+# Every knob at its real-page default (bpool/sim/README.md), with answers as fast as possible.
+DEFAULT_KNOBS = {**dataclasses.asdict(Knobs()), "tokens_per_s": 0, "first_token_s": 0}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ class Open:
 async def open_page(sim, tmp_path):
     launched = []
 
-    async def make(name: str = "alice", **settings) -> Open:
+    async def make(name: str = "alice", table=None, **settings) -> Open:
         profile = load_profile(sim.cookies / f"{name}.json")
         s = engines.EngineSettings()
         dirs = engines.BrowserDirs.for_profile(tmp_path / "run", profile.id)
@@ -126,7 +128,9 @@ async def open_page(sim, tmp_path):
         await browser.context.set_storage_state(profile.storage_state())
         ds = DriverSettings(base_url=sim.url, step_timeout_s=20, navigation_timeout_s=30,
                             **settings)
-        driver = StudioDriver(browser.context, ds, tmp_path / "run" / "snapshots" / profile.id)
+        extra = {} if table is None else {"table": table}
+        driver = StudioDriver(browser.context, ds, tmp_path / "run" / "snapshots" / profile.id,
+                              profile=profile.id, **extra)
         await driver.install()
         driver.watch(browser.gone)
         return Open(browser, driver, tmp_path / "run")
