@@ -1,10 +1,10 @@
 """The DEALER side of the worker protocol, shared by the browser worker and the fake worker.
 
-A backend only produces answers. This module owns everything else the broker contract asks of a
-worker: registration (`Ready`, repeated until the broker answers), heartbeats in both directions
-from the link's own task (so a busy browser still looks alive), a fresh socket and identity when
-the broker goes silent, re-registration after `Disconnect`, one job at a time, `Cancel`, the reset
-before `Idle`, and drain + `Goodbye` on stop.
+A backend only produces answers. What the broker contract asks of a worker (registration,
+heartbeats from the link's own task so a busy browser still looks alive, one job at a time,
+`Cancel`, the reset before `Idle`, re-registration, drain + `Goodbye`) is decided by the pure
+`LinkCore` (bpool.worker.link_core); this shell owns the socket, the backend's tasks and the clock,
+and performs the core's actions.
 """
 
 from __future__ import annotations
@@ -21,27 +21,11 @@ import zmq
 import zmq.asyncio
 
 from bpool import _zmq, config, curve
-from bpool.protocol import (
-    PROTOCOL_VERSION,
-    Assign,
-    BrokerToWorker,
-    Cancel,
-    Chunk,
-    Disconnect,
-    Done,
-    ErrorInfo,
-    Goodbye,
-    Heartbeat,
-    Idle,
-    JobFailed,
-    JobSpec,
-    Ready,
-    Started,
-    Usage,
-    decoder,
-    encoder,
-    error,
-)
+from bpool.protocol import (PROTOCOL_VERSION, Assign, BrokerToWorker, Disconnect, Done, ErrorInfo,
+                            JobFailed, JobSpec, Ready, Usage, decoder, encoder, error)
+from bpool.worker.link_core import (BackendGone, Cancelled, CancelRun, Exit, Failed, Finished,
+                                    LinkCore, LinkTimes, Reconnect, ResetPage, RunOutcome, Send,
+                                    StartRun)
 
 log = logging.getLogger("bpool.worker")
 
@@ -98,34 +82,40 @@ class Job:
     def __init__(self, link: "_Link", job_id: str, spec: JobSpec):
         self.id = job_id
         self.spec = spec
-        self.output_sent = False
-        self.started = False
         self._link = link
-        self._seq = 0
         # Monotonic phase times (the clock is shared by every process on the host).
         self.t_received = time.monotonic()
         self.t_started = self.t_first = self.t_last = 0.0
 
+    @property
+    def started(self) -> bool:
+        return self.t_started > 0
+
+    @property
+    def output_sent(self) -> bool:
+        return self.t_first > 0
+
     def start(self) -> None:
         """Acknowledge the job: from here on the broker will never replay it elsewhere."""
-        if not self.started:
-            self.started = True
-            self.t_started = time.monotonic()
-            self._link.send(Started(self.id))
+        now = time.monotonic()
+        acts = self._link.core.start(self.id, now)
+        if acts and not self.t_started:
+            self.t_started = now
+        self._link.perform(acts)
 
     def emit(self, content: str = "", reasoning: str = "") -> None:
-        if not content and not reasoning:
-            return
-        self.start()
-        self.output_sent = True
-        self.t_last = time.monotonic()
-        if not self.t_first:
-            self.t_first = self.t_last
-        self._link.send(Chunk(self.id, self._seq, content, reasoning))
-        self._seq += 1
+        now = time.monotonic()
+        acts = self._link.core.emit(self.id, content, reasoning, now)
+        if acts:
+            self.t_started = self.t_started or now
+            self.t_last = now
+            self.t_first = self.t_first or now
+        self._link.perform(acts)
 
 
 class _Link:
+    """The socket and tasks around `LinkCore`, which decides what is sent and when."""
+
     def __init__(self, backend: Backend, settings: LinkSettings, stop: asyncio.Event):
         self.backend = backend
         self.settings = settings
@@ -138,17 +128,15 @@ class _Link:
         self.enc = encoder()
         self.dec = decoder(BrokerToWorker)
         self.incarnation = os.urandom(8).hex()
+        self.core = LinkCore(self.ready, LinkTimes(
+            settings.heartbeat_interval_s, settings.heartbeat_liveness,
+            settings.drain_timeout_s, settings.send_heartbeats))
         self.sock: zmq.asyncio.Socket | None = None
         self.raw: zmq.Socket | None = None
-        self.registered = False
-        self.last_recv = 0.0
-        self.last_send = 0.0
         self.job: Job | None = None
         self.job_task: asyncio.Task | None = None
         self.run_task: asyncio.Task | None = None
-        self.abandoned: set[str] = set()  # jobs the broker has forgotten (Disconnect / lost)
-        self.dead = False
-        self.last_disconnect = 0.0
+        self.exit_code: int | None = None
         self.readable: _zmq.Readable
 
     # -- socket
@@ -161,9 +149,7 @@ class _Link:
         self.sock = _zmq.dealer(self.ctx, self.settings.endpoint, identity=ident, setup=setup)
         self.raw = zmq.Socket.shadow(self.sock.underlying)
         self.readable = _zmq.Readable(self.raw)
-        self.registered = False
-        self.last_recv = time.monotonic()
-        self.last_send = 0.0
+        self.core.connected(time.monotonic())
 
     def close(self) -> None:
         if self.sock is not None:
@@ -176,69 +162,71 @@ class _Link:
             return
         try:
             self.raw.send(self.enc.encode(msg), zmq.NOBLOCK)
-            self.last_send = time.monotonic()
             self.readable.after_send()
         except zmq.Again:
             pass  # no live connection to the broker: liveness will notice and reconnect
 
-    def recv_all(self):
-        assert self.raw is not None
-        for frame in _zmq.recv_ready(self.raw):
-            self.last_recv = time.monotonic()
-            yield frame
-
-    def send_ready(self) -> None:
+    def ready(self) -> Ready:
         b = self.backend
-        self.send(
-            Ready(PROTOCOL_VERSION, b.profile_id, os.getpid(), self.incarnation,
-                  b.engine, b.account, tuple(b.models), b.unusable)
-        )
+        return Ready(PROTOCOL_VERSION, b.profile_id, os.getpid(), self.incarnation,
+                     b.engine, b.account, tuple(b.models), b.unusable)
 
-    # -- jobs
+    # -- performing the core's decisions
 
-    def abandon_job(self) -> None:
-        """The broker no longer knows our job: stop it silently (the reset still happens)."""
-        if self.job is not None:
-            self.abandoned.add(self.job.id)
-            if self.run_task is not None and not self.run_task.done():
-                self.run_task.cancel()
+    def perform(self, actions: list) -> None:
+        for act in actions:
+            if isinstance(act, Send):
+                self.send(act.msg)
+            elif isinstance(act, StartRun):
+                self.job = Job(self, act.job_id, act.spec)
+                # The run task exists before we read the next frame, so a Cancel right behind
+                # the Assign finds something to cancel.
+                self.run_task = asyncio.ensure_future(self.backend.run(self.job))
+                self.job_task = asyncio.ensure_future(self.run_job(self.job, self.run_task))
+            elif isinstance(act, CancelRun):
+                if self.run_task is not None and not self.run_task.done():
+                    self.run_task.cancel()
+            elif isinstance(act, Reconnect):
+                if self.core.registered:
+                    log.warning("broker silent: reconnecting")
+                self.open()
+            elif isinstance(act, Exit):
+                self.exit_code = act.code
+            # ResetPage is awaited by run_job itself.
 
-    async def run_job(self, job: Job) -> None:
-        assert self.run_task is not None
-        reply: object | None
+    async def run_job(self, job: Job, run_task: asyncio.Task) -> None:
+        outcome: RunOutcome
         try:
-            finish, usage = await self.run_task
-            job.start()
-            reply = Done(job.id, finish, usage)
+            finish, usage = await run_task
+            outcome = Finished(finish, usage)
         except asyncio.CancelledError:
-            if self.run_task.cancelled():
-                reply = Done(job.id, "cancelled")
-            else:  # the job task itself was cancelled: we are shutting down
-                raise
+            if not run_task.cancelled():
+                raise  # the job task itself was cancelled: we are shutting down
+            outcome = Cancelled()
         except JobError as exc:
-            reply = JobFailed(job.id, exc.error, job.output_sent)
+            outcome = Failed(exc.error)
         except BackendDead as exc:
             log.error("browser died during job: %s", exc)
-            self.dead = True
-            reply = JobFailed(job.id, error("broken", f"browser died: {exc}"), job.output_sent)
+            outcome = BackendGone(str(exc))
         except Exception as exc:  # a bug in the backend must not take the worker down silently
             log.exception("job failed unexpectedly")
-            reply = JobFailed(job.id, error("internal", f"worker error: {exc}"), job.output_sent)
-        if job.id not in self.abandoned:
-            self.send(reply)
-        if not self.dead:
+            outcome = Failed(error("internal", f"worker error: {exc}"))
+        acts = self.core.run_finished(job.id, outcome, time.monotonic())
+        reply = next((a.msg for a in acts if isinstance(a, Send)
+                      and isinstance(a.msg, (Done, JobFailed))), None)
+        self.perform(acts)
+        if any(isinstance(a, ResetPage) for a in acts):
+            ok = True
             try:
                 await self.backend.reset()
             except Exception as exc:
                 log.error("could not reset the page after a job: %s", exc)
-                self.dead = True
-        self.abandoned.discard(job.id)
+                ok = False
+            self.perform(self.core.reset_finished(job.id, ok, time.monotonic()))
         self.job = None
         self.run_task = None
-        if not self.dead and self.registered:
-            self.send(Idle())
         if self.settings.timings_path:
-            self.write_timings(job, type(reply).__name__)
+            self.write_timings(job, type(reply).__name__ if reply is not None else "abandoned")
 
     def write_timings(self, job: Job, outcome: str) -> None:
         line = {"profile": self.backend.profile_id, "job_id": job.id, "outcome": outcome,
@@ -247,82 +235,38 @@ class _Link:
         with open(self.settings.timings_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
-    def on_message(self, msg: object) -> None:
-        if isinstance(msg, Disconnect):
-            if self.stop.is_set():
-                return  # we said Goodbye: the broker has forgotten us on purpose
-            log.info("broker asked to re-register (%s)", msg.reason)
-            self.registered = False
-            self.abandon_job()
-            now = time.monotonic()
-            if now - self.last_disconnect > self.settings.heartbeat_interval_s:
-                self.last_send = 0.0  # re-register at once, unless the broker keeps refusing us
-            self.last_disconnect = now
-            return
-        self.registered = True
-        if isinstance(msg, Assign):
-            if self.job is not None or self.stop.is_set():
-                log.warning("refusing job %s: already busy or stopping", msg.job_id)
-                self.send(JobFailed(msg.job_id, error("internal", "worker busy"), False))
-                return
-            self.job = Job(self, msg.job_id, msg.spec)
-            # The run task exists before we read the next frame, so a Cancel right behind the
-            # Assign finds something to cancel.
-            self.run_task = asyncio.ensure_future(self.backend.run(self.job))
-            self.job_task = asyncio.ensure_future(self.run_job(self.job))
-        elif isinstance(msg, Cancel):
-            if self.job is not None and self.job.id == msg.job_id and self.run_task is not None:
-                self.run_task.cancel()
-
     # -- main loop
 
     async def serve(self) -> int:
-        s = self.settings
         self.open()
-        stopping_since: float | None = None
-        wait_s = s.heartbeat_interval_s / 4
+        wait_s = self.settings.heartbeat_interval_s / 4
         while True:
             now = time.monotonic()
-            if self.dead:
-                self.send(Goodbye("browser died"))
-                return 1
             if not self.stop.is_set() and os.getppid() != self.parent:
                 log.warning("parent process %d is gone: stopping", self.parent)
                 self.stop.set()
-            if self.stop.is_set():
-                if stopping_since is None:
-                    stopping_since = now
-                    log.info("stopping: draining the current job, then saying goodbye")
-                    self.send(Goodbye("stopping"))
-                if self.job is None:
-                    return 0
-                if now - stopping_since > s.drain_timeout_s:
-                    log.warning("drain timeout: abandoning job %s", self.job.id)
-                    self.send(JobFailed(self.job.id, error("worker_died", "worker stopped"),
-                                        self.job.output_sent))
-                    self.abandon_job()
-                    if self.job_task is not None:
-                        self.job_task.cancel()
-                    return 0
-            elif now - self.last_recv > s.heartbeat_interval_s * s.heartbeat_liveness:
-                if self.registered:
-                    log.warning("broker silent for %.1fs: reconnecting", now - self.last_recv)
-                self.abandon_job()
-                self.open()
-            if now - self.last_send >= s.heartbeat_interval_s:
-                if not self.registered:
-                    # Never re-register while a forgotten job still resets, nor when stopping.
-                    if self.job is None and not self.stop.is_set():
-                        self.send_ready()
-                elif s.send_heartbeats:
-                    self.send(Heartbeat())  # also while draining: a quiet job must not expire
-            for frame in self.recv_all():
+            if self.stop.is_set() and self.core.stopping_since is None:
+                log.info("stopping: draining the current job, then saying goodbye")
+                self.perform(self.core.stop(now))
+            self.perform(self.core.tick(now))
+            if self.exit_code is not None:
+                if self.core.dead:
+                    return self.exit_code
+                if self.job is not None:
+                    log.warning("drain timeout: abandoned job %s", self.job.id)
+                return self.exit_code
+            assert self.raw is not None
+            for frame in _zmq.recv_ready(self.raw):
                 try:
                     msg = self.dec.decode(frame)
                 except Exception:
                     log.warning("undecodable frame from the broker dropped")
                     continue
-                self.on_message(msg)
+                if isinstance(msg, Disconnect) and not self.stop.is_set():
+                    log.info("broker asked to re-register (%s)", msg.reason)
+                if isinstance(msg, Assign) and (self.core.job is not None or self.stop.is_set()):
+                    log.warning("refusing job %s: already busy or stopping", msg.job_id)
+                self.perform(self.core.on_message(msg, time.monotonic()))
             if not self.stop.is_set() or self.job is not None:
                 await self.readable.wait(wait_s)
 
