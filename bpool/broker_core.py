@@ -14,7 +14,7 @@ from collections import deque
 
 from bpool.broker_state import (
     ACCOUNT_STATES, COUNTERS, MAX_MOVES, MOVABLE_KINDS, OUT_STATES, TIMED_STATES, Action,
-    ForwardFront, Job, SendFront, SendWorker, Worker, serves, worker_status,
+    ForwardFront, Job, SendFront, SendWorker, Worker, WorkerState, serves, worker_status,
 )
 from bpool.protocol import (
     PROTOCOL_VERSION, AccountState, Assign, Assigned, Cancel, Chunk, Disconnect, Done, ErrorInfo,
@@ -62,45 +62,51 @@ class BrokerCore:
     def on_worker(self, identity: bytes, msg: object, raw: bytes, now: float) -> list[Action]:
         acts: list[Action] = []
         w = self._workers.get(identity)
-        t = type(msg)
-        if t is Ready:
-            self._on_ready(identity, w, msg, now, acts)  # type: ignore[arg-type]
+        if isinstance(msg, Ready):
+            self._on_ready(identity, w, msg, now, acts)
             return acts
         if w is None:
             self.counters["unknown_worker_messages"] += 1
             acts.append(SendWorker(identity, Disconnect("unknown worker: send Ready")))
             return acts
         w.last_seen = now
-        if t is Chunk or t is Done or t is Started or t is JobFailed:
-            job = w.job
-            if job is None or job.job_id != msg.job_id:  # type: ignore[attr-defined]
-                self.counters["late_messages"] += 1
-            elif t is Chunk:
+        match msg:
+            case Chunk() | Done() | Started() | JobFailed():
+                self._on_job_message(w, msg, raw, now, acts)
+            case Idle():
+                self._on_idle(w, now, acts)
+            case AccountState(error=err):
+                self._on_account_state(w, err, now, acts)
+            case Goodbye(reason=reason):
+                w.leaving = True
+                if w.job is None:
+                    self._forget(w, f"said goodbye ({reason})")
+                else:
+                    self._set_state(w, "draining", now)
+        # Heartbeat: liveness only, refreshed above; it never makes a busy worker idle.
+        return acts
+
+    def _on_job_message(self, w: Worker, msg: Chunk | Done | Started | JobFailed, raw: bytes,
+                        now: float, acts: list[Action]) -> None:
+        job = w.job
+        if job is None or job.job_id != msg.job_id:
+            self.counters["late_messages"] += 1
+            return
+        match msg:
+            case Chunk():
                 acts.append(ForwardFront(job.front, raw))
-            elif t is Started:
+            case Started():
                 job.started = True
-            elif t is Done:
+            case Done():
                 acts.append(ForwardFront(job.front, raw))
                 self._end_job(w, job, now)
                 w.jobs_served += 1
                 self.counters["jobs_done"] += 1
                 self._avg_job_s += 0.2 * (now - job.assigned_at - self._avg_job_s)
-            else:
-                self._on_job_failed(w, job, msg, now, acts)  # type: ignore[arg-type]
-            if w.leaving and w.job is None:
-                self._forget(w, "left after its last job")
-        elif t is Idle:
-            self._on_idle(w, now, acts)
-        elif t is AccountState:
-            self._on_account_state(w, msg.error, now, acts)  # type: ignore[attr-defined]
-        elif t is Goodbye:
-            w.leaving = True
-            if w.job is None:
-                self._forget(w, f"said goodbye ({msg.reason})")  # type: ignore[attr-defined]
-            else:
-                self._set_state(w, "draining", now)
-        # Heartbeat: liveness only, refreshed above; it never makes a busy worker idle.
-        return acts
+            case JobFailed():
+                self._on_job_failed(w, job, msg, now, acts)
+        if w.leaving and w.job is None:
+            self._forget(w, "left after its last job")
 
     def on_worker_garbage(self, identity: bytes, now: float) -> list[Action]:
         """An undecodable frame is the worker's fault: count it and ask it to re-register."""
@@ -201,15 +207,15 @@ class BrokerCore:
         if w.held:
             w.pending = err  # applied when the worker reports Idle
             return
-        if w.state == "idle":
+        was_idle = w.state == "idle"
+        if was_idle:
             self._idle.remove(w)
-            w.state = "busy"  # transient: _apply_account sets the real state
-        self._apply_account(w, err, now)
-        if w.state == "busy":
-            self._make_available(w, now, acts)
+        if not self._apply_account(w, err, now) and (was_idle or w.state == "busy"):
+            self._make_available(w, now, acts)  # an error kind with no account effect
 
-    def _apply_account(self, w: Worker, err: ErrorInfo, now: float) -> None:
-        """Account trouble on a worker that is not in the idle deque and holds no job."""
+    def _apply_account(self, w: Worker, err: ErrorInfo, now: float) -> bool:
+        """Account trouble on a worker that is not in the idle deque and holds no job; False
+        when the error kind has no effect on the account."""
         w.last_error = f"{err.kind}: {err.message}"
         state = ACCOUNT_STATES.get(err.kind)
         if state == "cooling":
@@ -221,29 +227,32 @@ class BrokerCore:
         elif err.kind == "broken":
             w.broken = True
             self._set_state(w, "draining", now)
+        else:
+            return False
+        return True
 
     # ------------------------------------------------------------------ front side
 
     def on_front(self, front: bytes, msg: object, now: float) -> list[Action]:
         acts: list[Action] = []
-        t = type(msg)
-        if t is Submit:
-            self._on_submit(front, msg, now, acts)  # type: ignore[arg-type]
-        elif t is Cancel:
-            job = self._jobs.get(msg.job_id)  # type: ignore[attr-defined]
-            if job is not None and job.front == front:
-                was_queued = job.state == "queued"
-                self._cancel(job, acts)
-                # A running job's front has given up on it: what its worker still sends is late.
-                if was_queued:
-                    acts.append(SendFront(front, Failed(job.job_id, error("cancelled", "cancelled"))))
-        elif t is Ping:
-            acts.append(SendFront(front, Pong(msg.nonce, self.broker_id)))  # type: ignore[attr-defined]
-        elif t is StatusQuery:
-            acts.append(SendFront(front, StatusReply(msg.query_id, self.status(now))))  # type: ignore[attr-defined]
-        elif t is JobsQuery:
-            known = tuple(j for j in msg.job_ids if j in self._jobs)  # type: ignore[attr-defined]
-            acts.append(SendFront(front, JobsKnown(msg.query_id, known)))  # type: ignore[attr-defined]
+        match msg:
+            case Submit():
+                self._on_submit(front, msg, now, acts)
+            case Cancel(job_id=job_id):
+                job = self._jobs.get(job_id)
+                if job is not None and job.front == front:
+                    was_queued = job.state == "queued"
+                    self._cancel(job, acts)
+                    # A running job's front has given up on it: what its worker still sends is late.
+                    if was_queued:
+                        acts.append(SendFront(front, Failed(job.job_id, error("cancelled", "cancelled"))))
+            case Ping(nonce=nonce):
+                acts.append(SendFront(front, Pong(nonce, self.broker_id)))
+            case StatusQuery(query_id=qid):
+                acts.append(SendFront(front, StatusReply(qid, self.status(now))))
+            case JobsQuery(query_id=qid, job_ids=job_ids):
+                known = tuple(j for j in job_ids if j in self._jobs)
+                acts.append(SendFront(front, JobsKnown(qid, known)))
         return acts
 
     def on_front_garbage(self, front: bytes, now: float) -> list[Action]:
@@ -323,7 +332,8 @@ class BrokerCore:
 
     # ------------------------------------------------------------------ internals
 
-    def _set_state(self, w: Worker, state: str, now: float) -> None:
+    def _set_state(self, w: Worker, state: WorkerState, now: float) -> None:
+        """The one place a worker's state changes (logged, with the time it changed)."""
         if state != w.state:
             # idle <-> busy happens on every job: too common to log.
             if state not in ("idle", "busy") or w.state not in ("idle", "busy"):

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Union
+from typing import Literal, NamedTuple, Union
 
 from bpool.protocol import (
     Assign, Assigned, Cancel, Disconnect, ErrorInfo, Failed, Heartbeat, JobsKnown, JobSpec, Pong,
     Ready, StatusReply, WorkerStatus,
 )
 
+WorkerState = Literal["idle", "busy", "draining", "cooling", "paused", "logged_out", "needs_consent"]
+JobState = Literal["queued", "running", "ended"]
+
 MAX_MOVES = 3  # a job goes to at most this many further workers, whatever the reasons
 # Account trouble (an error kind) -> the state that keeps the worker out of rotation.
-ACCOUNT_STATES = {
+ACCOUNT_STATES: dict[str, WorkerState] = {
     "rate_limited": "cooling",
     "paused": "paused",
     "logged_out": "logged_out",
     "needs_consent": "needs_consent",
 }
-TIMED_STATES = ("cooling", "paused")  # end by themselves at `cooldown_until`
+TIMED_STATES: tuple[WorkerState, ...] = ("cooling", "paused")  # end by themselves at `cooldown_until`
 OUT_STATES = tuple(ACCOUNT_STATES.values())  # an AccountState(error=None) ends any of them
 # A JobFailed of these kinds before any output was sent goes to another worker: the account or
 # browser failed, not the request.
@@ -64,7 +67,7 @@ class Job:
     front: bytes
     queue_timeout_s: float
     deadline: float = 0.0
-    state: str = "queued"  # queued | running | ended
+    state: JobState = "queued"
     worker: bytes | None = None
     started: bool = False
     moves: int = 0
@@ -77,7 +80,7 @@ class Worker:
     identity: bytes
     ready: Ready
     models: frozenset[str]
-    state: str  # idle | busy | draining, or one of ACCOUNT_STATES' values
+    state: WorkerState  # only ever changed by BrokerCore._set_state
     since: float
     last_seen: float
     last_sent: float
