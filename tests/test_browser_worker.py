@@ -501,15 +501,18 @@ async def test_browser_proc_registers_serves_a_job_and_drains_on_sigterm(sim, wo
     assert await _gone(tag), "a browser outlived its worker"
 
 
-async def test_browser_proc_logged_out_registers_out_of_rotation(sim, worker_run):
+@pytest.mark.parametrize("profile, kind", [("ghost", "logged_out"), ("carol", "needs_consent")])
+async def test_browser_proc_unusable_account_registers_out_of_rotation(sim, worker_run, profile,
+                                                                         kind):
     from bpool.protocol import Ready
 
     run_dir, broker, started = worker_run
-    proc = start_worker(sim.cookies / "ghost.json", sim, run_dir)
+    proc = start_worker(sim.cookies / f"{profile}.json", sim, run_dir)
     started.append(proc)
     ready = await broker.recv(90)
-    assert isinstance(ready, Ready) and ready.profile_id == "ghost"
-    assert ready.unusable is not None and ready.unusable.kind == "logged_out"
+    assert isinstance(ready, Ready) and ready.profile_id == profile
+    assert ready.unusable is not None and ready.unusable.kind == kind
+    assert profile in ready.unusable.message or kind == "logged_out"
     await asyncio.sleep(1.0)
     assert proc.poll() is None  # stays up so the operator sees why
     proc.send_signal(signal.SIGTERM)

@@ -254,3 +254,21 @@ async def test_main_world_prefixed_scripts_are_valid_where_the_prefix_means_noth
     await page.evaluate("([u, b]) => window.viaXhr(u, b)",
                         [rpc + "GenerateContent", body("models/x")])
     assert (await tap.next_generate(20)).model == "models/x"
+
+
+async def test_a_tap_outside_the_page_world_is_refused(tmp_path):
+    """Camoufox before main-world init scripts ran the tap in an isolated world, where wrapping
+    XMLHttpRequest does nothing: the hello says so, and the worker stops (exit 78)."""
+    from bpool.studio.driver import TAP_STEP
+
+    d = StudioDriver(None, DriverSettings(tap_hello_s=0.2), tmp_path)
+    with pytest.raises(StepError) as ei:
+        await d._check_tap()  # no hello at all
+    assert ei.value.step == TAP_STEP and "did not start" in ei.value.message
+    d.tap.on_message(None, {"event": "hello", "world": "isolated"})
+    with pytest.raises(StepError) as ei:
+        await d._check_tap()
+    assert ei.value.step == TAP_STEP and "isolated" in ei.value.message
+    d.tap.hello.clear()
+    d.tap.on_message(None, {"event": "hello", "world": "page"})
+    await d._check_tap()

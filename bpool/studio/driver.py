@@ -157,13 +157,14 @@ class StudioDriver:
                                       "world and cannot see the page's requests (Camoufox needs "
                                       "main-world init scripts: daijro/camoufox#745)", "broken")
 
-    async def _settle(self, name: str, probe: dict) -> None:
-        """A fresh chat as every job expects it: no popups, temporary chat on, grounding off."""
+    async def _settle(self, name: str, probe: dict, loaded: bool = True) -> None:
+        """A fresh chat (after a page load, or New chat) as every job expects it: no popups,
+        temporary chat on, grounding off."""
         if probe.get("popups"):
             await self.popups.clear(name)
         if self.s.temporary_chat:
             await self.temporary.ensure_on(name, probe.get("temporary"))
-        state = await self.panel.settle(self.model, name)
+        state = await self.panel.settle(self.model, name, loaded)
         if state is not None and self.model is None:
             self.model = self._model_id(state.get("model", ""))
 
@@ -357,7 +358,7 @@ class StudioDriver:
                 # Short polls: this sits between a finished answer and the next job.
                 probe = await self.x.until("reset", "New chat did not give an empty chat",
                                            self._empty_chat, 5.0)
-                await self._settle("reset", probe)
+                await self._settle("reset", probe, loaded=False)
                 return
             log.info("no New chat button; reloading the new-chat page")
         except StepError as exc:

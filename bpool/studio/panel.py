@@ -12,6 +12,7 @@ grounding is forced off (no request field asks for it yet: `search` below is the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -57,6 +58,8 @@ class RunSettings:
         self.defaults: dict[str, dict] = {}  # model id -> the panel as a new chat shows it
         self.dirty = False  # a job changed something New chat has to put back
         self.search = False  # Google Search grounding wanted (no request asks for it yet)
+        # Models whose grounding New chat leaves as it was (then it is not checked again).
+        self._search_kept: set[str] = set()
 
     # ------------------------------------------------------------------ open / read / close
 
@@ -129,16 +132,18 @@ class RunSettings:
 
     # ------------------------------------------------------------------ doing
 
-    async def settle(self, model: str | None, step: str = STEP) -> dict | None:
-        """After a new chat: grounding off and anything a job changed put back. Opens the panel
-        only for a model seen for the first time, one whose grounding is on by default, or when
-        a job changed settings. Returns the panel state when it read it."""
+    async def settle(self, model: str | None, step: str = STEP, loaded: bool = True) -> dict | None:
+        """After a new chat (`loaded`: a page load, else New chat): grounding off and anything a
+        job changed put back. Opens the panel only for a model seen for the first time, one
+        whose grounding is on by default (unless New chat is known to keep it off), or when a
+        job changed settings. Returns the panel state when it read it."""
         known = self.defaults.get(model or "")
         search_on = bool(known and known.get("search") and known["search"]["on"])
-        if known is not None and not self.dirty and search_on == self.search:
+        kept = not loaded and (model or "") in self._search_kept
+        if known is not None and not self.dirty and (search_on == self.search or kept):
             return None
         try:
-            return await self._settle(step, model, known)
+            return await self._settle(step, model, None if loaded else known)
         except StepError as exc:  # a job that needs the panel fails on its own, naming it
             log.warning("could not check the run settings after a new chat: %s", exc)
             self.defaults.setdefault(model or "", {})  # not again for this model, every reset
@@ -148,6 +153,8 @@ class RunSettings:
         state = await self.open(step)
         if model and model not in self.defaults and not self.dirty:
             self.defaults[model] = state
+        elif known is not None and state.get("search") and state["search"]["on"] == self.search:
+            self._search_kept.add(model or "")  # set once, New chat did not undo it
         state = await self._force_search(step, state)
         if self.dirty and known is not None:
             await self._put_back(step, state, known)
@@ -179,6 +186,7 @@ class RunSettings:
             missing = await self.x.js(step, page_js.SET_INPUTS, {"s": self.args, "want": inputs})
             if missing:
                 log.warning("the page has no control for %s; left as is", ", ".join(missing))
+            await self._set_again(step, inputs)
         if plan.level is not None:
             await self.set_level(plan.level, step)
         if spec.stop:
@@ -186,6 +194,18 @@ class RunSettings:
         state = await self._force_search(step, await self.read(step))
         self._report(spec, plan, state)
         await self.close(step)
+
+    async def _set_again(self, step: str, inputs: dict) -> None:
+        """A control the page re-rendered while it was being set loses the value: set what did
+        not take once more. What still differs after that is the page clamping it (logged)."""
+        names = {"temperature": "temperature", "topP": "top_p", "maxTokens": "max_tokens",
+                 "budget": "budget"}
+        state = await self.read(step)
+        again = {js: v for js, v in inputs.items() if isinstance(v, (int, float))
+                 and state.get(names[js]) is not None and not _same(state[names[js]], v)}
+        if again:
+            await asyncio.sleep(0.05)
+            await self.x.js(step, page_js.SET_INPUTS, {"s": self.args, "want": again})
 
     async def _budget_shown(self) -> bool:
         return (await self.read()).get("budget") is not None
