@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import fcntl
 import logging
-import signal
+import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import msgspec
@@ -32,32 +33,33 @@ BATCH = 512  # frames taken from one socket before looking at the other one and 
 
 @dataclass(frozen=True)
 class BrokerSettings:
+    ENV: ClassVar[dict[str, str]] = {
+        "heartbeat_interval_s": "BPOOL_HEARTBEAT_INTERVAL_S",
+        "heartbeat_liveness": "BPOOL_HEARTBEAT_LIVENESS", "max_queue": "BPOOL_MAX_QUEUE",
+        "queue_timeout_s": "BPOOL_QUEUE_TIMEOUT_S", "cooldown_s": "BPOOL_COOLDOWN_S",
+        "pause_s": "BPOOL_PAUSE_S", "tcp_endpoint": "BPOOL_BROKER_TCP",
+    }
     front_endpoint: str
     worker_endpoint: str
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
-    max_queue: int = 256
-    queue_timeout_s: float = 60.0
-    cooldown_s: float = 60.0
-    pause_s: float = 1800.0
+    heartbeat_interval_s: config.Positive = config.default("BPOOL_HEARTBEAT_INTERVAL_S")
+    heartbeat_liveness: config.Count = config.default("BPOOL_HEARTBEAT_LIVENESS")
+    max_queue: config.NonNegativeInt = config.default("BPOOL_MAX_QUEUE")
+    queue_timeout_s: config.Positive = config.default("BPOOL_QUEUE_TIMEOUT_S")
+    cooldown_s: config.Positive = config.default("BPOOL_COOLDOWN_S")
+    pause_s: config.Positive = config.default("BPOOL_PAUSE_S")
     tcp_endpoint: str = ""  # extra worker endpoint for other hosts, CURVE only
     curve_dir: str = ""
 
     @classmethod
-    def from_env(cls) -> BrokerSettings:
+    def from_env(cls, overrides: dict | None = None) -> BrokerSettings:
+        """From the registry's variables; `overrides` (flags) win. ConfigError if invalid."""
         rd = config.run_dir()
-        return cls(
-            front_endpoint=config.front_endpoint(rd),
-            worker_endpoint=config.worker_endpoint(rd),
-            heartbeat_interval_s=config.heartbeat_interval_s(),
-            heartbeat_liveness=config.heartbeat_liveness(),
-            max_queue=config.env_int("BPOOL_MAX_QUEUE", 256),
-            queue_timeout_s=config.env_float("BPOOL_QUEUE_TIMEOUT_S", 60.0),
-            cooldown_s=config.env_float("BPOOL_COOLDOWN_S", 60.0),
-            pause_s=config.env_float("BPOOL_PAUSE_S", 1800.0),
-            tcp_endpoint=config.env_str("BPOOL_BROKER_TCP", ""),
-            curve_dir=str(curve.curve_dir()),
-        )
+        return config.build(cls, {
+            "front_endpoint": config.front_endpoint(rd),
+            "worker_endpoint": config.worker_endpoint(rd),
+            "curve_dir": str(curve.curve_dir()),
+            **{k: v for k, v in (overrides or {}).items() if v is not None},
+        })
 
     def core(self) -> BrokerCore:
         return BrokerCore(
@@ -129,7 +131,7 @@ def bind_sockets(
 class _Stop:
     requested = False
 
-    def __call__(self, signum: int, frame: object) -> None:
+    def __call__(self) -> None:
         self.requested = True  # the loop notices within one poll timeout
 
 
@@ -247,28 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-timeout-s", type=float)
     parser.add_argument("--cooldown-s", type=float)
     parser.add_argument("--pause-s", type=float)
-    parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings = BrokerSettings.from_env()
-    overrides = {
-        "front_endpoint": args.front,
-        "worker_endpoint": args.workers,
-        "heartbeat_interval_s": args.heartbeat_interval_s,
-        "heartbeat_liveness": args.heartbeat_liveness,
-        "max_queue": args.max_queue,
-        "queue_timeout_s": args.queue_timeout_s,
-        "cooldown_s": args.cooldown_s,
-        "pause_s": args.pause_s,
-    }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if settings.heartbeat_interval_s <= 0 or settings.heartbeat_liveness < 1 or settings.max_queue < 0:
-        parser.error("heartbeat interval must be > 0, liveness >= 1, max queue >= 0")
+    try:
+        config.setup_logging("broker")
+        settings = BrokerSettings.from_env({
+            "front_endpoint": args.front, "worker_endpoint": args.workers,
+            "heartbeat_interval_s": args.heartbeat_interval_s,
+            "heartbeat_liveness": args.heartbeat_liveness, "max_queue": args.max_queue,
+            "queue_timeout_s": args.queue_timeout_s, "cooldown_s": args.cooldown_s,
+            "pause_s": args.pause_s,
+        })
+    except config.ConfigError as exc:
+        print(f"bpool broker: {exc}", file=sys.stderr)
+        return config.EX_CONFIG
     stop = _Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    config.stop_on_signals(stop)
     try:
         run(settings, stop)
     except (zmq.ZMQError, AlreadyRunning, OSError) as exc:
@@ -276,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except curve.CurveError as exc:
         log.error("broker cannot listen on tcp: %s", exc)
-        return 78  # a configuration error: supervisord should not retry it forever
+        return config.EX_CONFIG  # supervisord does not retry a configuration error forever
     return 0
 
 

@@ -14,6 +14,7 @@ Durations are floats in seconds and end in `_s`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping, TypeVar
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
 
 import msgspec
 
@@ -159,16 +160,18 @@ S = TypeVar("S")
 
 def build(cls: type[S], overrides: Mapping[str, Any] | None = None,
           env: Mapping[str, str] | None = None) -> S:
-    """Settings struct `cls` from its variables (`cls.ENV`: field -> variable), then `overrides`
-    (command-line flags; None means "not given") on top. ConfigError names what is wrong."""
+    """Settings dataclass `cls` from its variables (`cls.ENV`: field -> variable), then
+    `overrides` (command-line flags; None means "not given") on top, converted and checked by
+    msgspec against the fields' annotated types. ConfigError names what is wrong."""
     mapping: Mapping[str, str] = getattr(cls, "ENV")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for fname, vname in mapping.items():
         raw = (os.environ if env is None else env).get(vname)
         if raw is not None and raw.strip() != "":
             values[fname] = _convert(REGISTRY[vname], raw.strip())
     for fname, given in (overrides or {}).items():
-        if given is not None and fname in getattr(cls, "__struct_fields__", ()):
+        if given is not None and fname in names:
             values[fname] = given
     try:
         return msgspec.convert(values, cls, strict=False)
@@ -178,12 +181,6 @@ def build(cls: type[S], overrides: Mapping[str, Any] | None = None,
         field_name = where.split(".")[0].split("[")[0]
         name = mapping.get(field_name, f"--{field_name.replace('_', '-')}") if field_name else cls.__name__
         raise ConfigError(f"{name}: {_reason(exc)}") from None
-
-
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of process settings: fields with registered defaults, `ENV` maps field -> variable."""
-
-    ENV: ClassVar[dict[str, str]] = {}
 
 
 # ------------------------------------------------------------------------------ shared values
@@ -333,3 +330,30 @@ def setup_logging(process: str, profile: str = "", env: Mapping[str, str] | None
     root.setLevel(level)
     for noisy in ("asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+# ------------------------------------------------------------------------------ stopping
+
+
+def stop_on_signals(on_stop: Callable[[], None], loop: Any = None) -> None:
+    """SIGTERM / SIGINT: the first one only records (`on_stop`; the process drains and exits by
+    itself), a second one exits at once, for an operator who will not wait for the drain."""
+    import signal
+
+    received: list[int] = []
+
+    def handle(signum: int, *_: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            on_stop()
+            return
+        logging.getLogger("bpool").warning("second %s: exiting without draining",
+                                           signal.Signals(signum).name)
+        logging.shutdown()
+        os._exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if loop is not None:
+            loop.add_signal_handler(sig, handle, sig)
+        else:
+            signal.signal(sig, handle)

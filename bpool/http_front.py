@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import logging
 import re
-import signal
 import sys
 import uuid
 from typing import AsyncIterator, Awaitable, Callable
@@ -164,8 +163,7 @@ async def serve(settings: FrontSettings) -> int:
                     "the API is open to anyone who can reach %s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)  # only record; the loop below shuts down
+    config.stop_on_signals(stop.set, loop)  # the first only records; the loop below shuts down
     runner = make_runner(make_app(settings), settings)
     await runner.setup()
     try:
@@ -192,15 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config.setup_logging("front")
-        settings = FrontSettings.from_env()
+        settings = FrontSettings.from_env({"host": args.host, "port": args.port})
     except config.ConfigError as exc:
         print(f"bpool front: {exc}", file=sys.stderr)
         return config.EX_CONFIG
     config.add_secret(*settings.api_keys)  # scrubbed from every log line, whatever logs it
-    if args.host:
-        settings.host = args.host
-    if args.port is not None:
-        settings.port = args.port
     return asyncio.run(serve(settings))
 
 

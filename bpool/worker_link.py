@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import zmq
 import zmq.asyncio
@@ -54,26 +54,27 @@ class Backend(Protocol):
     async def reset(self) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinkSettings:
+    ENV: ClassVar[dict[str, str]] = {
+        "heartbeat_interval_s": "BPOOL_HEARTBEAT_INTERVAL_S",
+        "heartbeat_liveness": "BPOOL_HEARTBEAT_LIVENESS",
+        "drain_timeout_s": "BPOOL_DRAIN_TIMEOUT_S", "timings_path": "BPOOL_TIMINGS_FILE",
+    }
     endpoint: str
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
-    drain_timeout_s: float = 30.0
+    heartbeat_interval_s: config.Positive = config.default("BPOOL_HEARTBEAT_INTERVAL_S")
+    heartbeat_liveness: config.Count = config.default("BPOOL_HEARTBEAT_LIVENESS")
+    drain_timeout_s: config.NonNegative = config.default("BPOOL_DRAIN_TIMEOUT_S")
     send_heartbeats: bool = True
     curve_keys: tuple[bytes, bytes, bytes] | None = None  # for tcp:// brokers on other hosts
     timings_path: str = ""  # BPOOL_TIMINGS_FILE: one JSON line of phase times per job (benchmarks)
 
     @classmethod
-    def from_env(cls) -> "LinkSettings":
-        return cls(
-            endpoint=config.worker_endpoint(),
-            curve_keys=curve.client_keys_from_env(),
-            timings_path=config.env_str("BPOOL_TIMINGS_FILE", ""),
-            heartbeat_interval_s=config.heartbeat_interval_s(),
-            heartbeat_liveness=config.heartbeat_liveness(),
-            drain_timeout_s=config.env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
-        )
+    def from_env(cls, overrides: dict | None = None) -> "LinkSettings":
+        """From the registry's variables; `overrides` (flags) win. ConfigError if invalid."""
+        return config.build(cls, {"endpoint": config.worker_endpoint(),
+                                  "curve_keys": curve.client_keys_from_env(),
+                                  **(overrides or {})})
 
 
 class Job:

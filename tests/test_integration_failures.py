@@ -129,3 +129,26 @@ async def test_worker_that_stops_heartbeating_is_expired(make_pool: PoolFactory,
     for i in range(4):
         status, headers, _ = await chat(http, pool, f"q{i}")
         assert status == 200
+
+
+async def test_a_second_sigterm_stops_a_draining_worker_at_once(
+        make_pool: PoolFactory, http: aiohttp.ClientSession) -> None:
+    """The first SIGTERM drains (the job may take the whole drain timeout); an operator who
+    sends a second one does not want to wait for it."""
+    import signal
+
+    pool = make_pool(["a"], worker_args=["--latency-s", "120"],
+                     env={"BPOOL_DRAIN_TIMEOUT_S": "120"})
+    pending = asyncio.ensure_future(chat(http, pool, "a long one"))
+    try:
+        # The harness waits block: run them off the loop that carries the request.
+        await asyncio.to_thread(pool.wait_states, {"a": "busy"})
+        pool.signal("worker-a", signal.SIGTERM)
+        await asyncio.to_thread(pool.wait_states, {"a": "draining"})
+        assert pool["worker-a"].alive()  # draining, as asked
+        pool.signal("worker-a", signal.SIGTERM)
+        await asyncio.to_thread(pool.wait_until, lambda: not pool["worker-a"].alive(), 10.0,
+                                "the worker to exit")
+        assert pool["worker-a"].returncode == 128 + signal.SIGTERM
+    finally:
+        pending.cancel()

@@ -3,63 +3,61 @@
 from __future__ import annotations
 
 import hmac
-import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 from bpool import config
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = config.default("BPOOL_MAX_BODY_BYTES")
 
 
-@dataclass
+@dataclass(frozen=True)
 class FrontSettings:
-    host: str = "127.0.0.1"
-    port: int = 2048
+    ENV: ClassVar[dict[str, str]] = {
+        "host": "BPOOL_HOST", "port": "BPOOL_PORT", "max_body_bytes": "BPOOL_MAX_BODY_BYTES",
+        "heartbeat_interval_s": "BPOOL_HEARTBEAT_INTERVAL_S",
+        "heartbeat_liveness": "BPOOL_HEARTBEAT_LIVENESS",
+        "queue_timeout_s": "BPOOL_QUEUE_TIMEOUT_S", "job_timeout_s": "BPOOL_JOB_TIMEOUT_S",
+        "status_timeout_s": "BPOOL_STATUS_TIMEOUT_S", "drain_timeout_s": "BPOOL_DRAIN_TIMEOUT_S",
+        "keepalive_timeout_s": "BPOOL_KEEPALIVE_TIMEOUT_S",
+        "body_timeout_s": "BPOOL_BODY_TIMEOUT_S", "write_timeout_s": "BPOOL_WRITE_TIMEOUT_S",
+    }
+    host: str = config.default("BPOOL_HOST")
+    port: config.Port = config.default("BPOOL_PORT")
     broker_endpoint: str = ""
     # Never printed: repr=False keeps keys out of logs and tracebacks that show the settings.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
+    max_body_bytes: config.Count = config.default("BPOOL_MAX_BODY_BYTES")
+    heartbeat_interval_s: config.Positive = config.default("BPOOL_HEARTBEAT_INTERVAL_S")
+    heartbeat_liveness: config.Count = config.default("BPOOL_HEARTBEAT_LIVENESS")
     # How long a job may wait for a worker at the broker; sent with every Submit so the broker's
     # deadline and the front's own bound on the wait can never disagree.
-    queue_timeout_s: float = 60.0
+    queue_timeout_s: config.Positive = config.default("BPOOL_QUEUE_TIMEOUT_S")
     # Upper bound for one whole job once a worker holds it (long reasoning answers are slow).
-    job_timeout_s: float = 900.0
-    status_timeout_s: float = 2.0
-    drain_timeout_s: float = 30.0
+    job_timeout_s: config.Positive = config.default("BPOOL_JOB_TIMEOUT_S")
+    status_timeout_s: config.Positive = config.default("BPOOL_STATUS_TIMEOUT_S")
+    drain_timeout_s: config.NonNegative = config.default("BPOOL_DRAIN_TIMEOUT_S")
     # Web pages allowed to call the API from a browser (exact `Origin` values); none by default,
     # so a page a user happens to visit cannot drive a loopback or LAN front.
     cors_origins: tuple[str, ...] = ()
     # Slow or stuck clients: an idle keep-alive connection, a body that trickles in, and a
     # client that stops reading a stream are each cut off after these.
-    keepalive_timeout_s: float = 75.0
-    body_timeout_s: float = 30.0
-    write_timeout_s: float = 30.0
+    keepalive_timeout_s: config.Positive = config.default("BPOOL_KEEPALIVE_TIMEOUT_S")
+    body_timeout_s: config.Positive = config.default("BPOOL_BODY_TIMEOUT_S")
+    write_timeout_s: config.Positive = config.default("BPOOL_WRITE_TIMEOUT_S")
 
     @classmethod
-    def from_env(cls) -> "FrontSettings":
-        return cls(
-            host=config.env_str("BPOOL_HOST", "127.0.0.1"),
-            port=config.env_int("BPOOL_PORT", 2048),
-            broker_endpoint=config.front_endpoint(),
-            api_keys=load_api_keys(
-                os.environ.get("BPOOL_API_KEYS", ""), os.environ.get("BPOOL_API_KEYS_FILE", "")
-            ),
-            max_body_bytes=config.env_int("BPOOL_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            heartbeat_interval_s=config.heartbeat_interval_s(),
-            heartbeat_liveness=config.heartbeat_liveness(),
-            queue_timeout_s=config.env_float("BPOOL_QUEUE_TIMEOUT_S", 60.0),
-            job_timeout_s=config.env_float("BPOOL_JOB_TIMEOUT_S", 900.0),
-            status_timeout_s=config.env_float("BPOOL_STATUS_TIMEOUT_S", 2.0),
-            drain_timeout_s=config.env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
-            cors_origins=tuple(o.strip().rstrip("/") for o in config.env_str(
-                "BPOOL_CORS_ORIGINS", "").split(",") if o.strip()),
-            keepalive_timeout_s=config.env_float("BPOOL_KEEPALIVE_TIMEOUT_S", 75.0),
-            body_timeout_s=config.env_float("BPOOL_BODY_TIMEOUT_S", 30.0),
-            write_timeout_s=config.env_float("BPOOL_WRITE_TIMEOUT_S", 30.0),
-        )
+    def from_env(cls, overrides: dict | None = None) -> "FrontSettings":
+        """From the registry's variables; `overrides` (flags) win. ConfigError if invalid."""
+        return config.build(cls, {
+            "broker_endpoint": config.front_endpoint(),
+            "api_keys": load_api_keys(config.value("BPOOL_API_KEYS"),
+                                      config.value("BPOOL_API_KEYS_FILE")),
+            "cors_origins": tuple(o.strip().rstrip("/") for o in
+                                  config.value("BPOOL_CORS_ORIGINS").split(",") if o.strip()),
+            **(overrides or {}),
+        })
 
     @property
     def broker_silence_s(self) -> float:

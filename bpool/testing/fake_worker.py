@@ -19,10 +19,11 @@ import asyncio
 import json
 import logging
 import os
-import signal
+import sys
 import time
 from pathlib import Path
 
+from bpool import config
 from bpool.protocol import ErrorInfo, Usage, error
 from bpool.worker_link import Job, JobError, LinkSettings, run_worker
 
@@ -139,18 +140,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)  # only record; run_worker drains
-    settings = LinkSettings.from_env()
-    settings.send_heartbeats = not args.no_heartbeat
+    config.stop_on_signals(stop.set, loop)  # the first only records; run_worker drains
+    settings = LinkSettings.from_env({"send_heartbeats": not args.no_heartbeat})
     return await run_worker(FakeBackend(args), settings, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=os.environ.get("BPOOL_LOG_LEVEL", "INFO").upper(),
-                        format=f"%(asctime)s %(levelname)s fake[{args.profile_id}]: %(message)s")
-    return asyncio.run(amain(args))
+    try:
+        config.setup_logging("fake_worker", args.profile_id)
+        return asyncio.run(amain(args))
+    except config.ConfigError as exc:
+        print(f"bpool fake worker: {exc}", file=sys.stderr)
+        return config.EX_CONFIG
 
 
 if __name__ == "__main__":
