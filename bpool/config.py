@@ -37,7 +37,7 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
-class ConfigError(Exception):
+class ConfigError(ValueError):
     """A setting has a value bpool cannot use; the message names the variable and the reason."""
 
 
@@ -115,6 +115,31 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
     Var("BPOOL_SIM_PORT", Port, 9223, "simulator port (0 = any free port)", group="sim"),
     Var("BPOOL_SIM_DIR", str, "", "simulator state (accounts, bound URL)", group="sim", shown_default="<run dir>/sim"),
+    Var("BPOOL_SIM_RPC_PORT", Port, 0, "port of the simulator's RPC host, a second origin like the real page's (0 = any free port)", group="sim"),
+    # simulator knobs (bpool/sim/knobs.py; also `--<name>` flags and POST /__sim/config); the defaults are the real page
+    Var("BPOOL_SIM_TOKENS_PER_S", NonNegative, 50.0, "answer pace (0 = no pacing)", "tokens/s", group="sim"),
+    Var("BPOOL_SIM_FIRST_TOKEN_S", NonNegative, 0.2, "delay before the first chunk", "s", group="sim"),
+    Var("BPOOL_SIM_ANSWER_S", NonNegative, 0.0, "> 0: every answer ends exactly this long after its request", "s", group="sim"),
+    Var("BPOOL_SIM_SPLIT", Literal["none", "chars", "bytes"], "chars", "each chunk sent in two writes cut inside a string (`chars`) or a UTF-8 character (`bytes`)", group="sim"),
+    Var("BPOOL_SIM_QUOTA", NonNegativeInt, 0, "GenerateContent requests per account and model per window (0 = unlimited)", "requests", group="sim"),
+    Var("BPOOL_SIM_QUOTA_WINDOW_S", NonNegative, 60.0, "the quota's sliding window", "s", group="sim"),
+    Var("BPOOL_SIM_QUOTA_KIND", Literal["burst", "daily"], "burst", "the quota message: a burst limit or the daily quota", group="sim"),
+    Var("BPOOL_SIM_REQUIRE_TOKEN", bool, True, "GenerateContent must carry a token minted by a served page", group="sim"),
+    Var("BPOOL_SIM_NESTING", Literal["nested", "flat"], "nested", "answer body `[[chunk, ...]]` (the real page) or the older `[chunk, ...]`", group="sim"),
+    Var("BPOOL_SIM_METADATA_CHUNK", bool, True, "end the answer with the metadata-only chunk", group="sim"),
+    Var("BPOOL_SIM_ERRORS", Literal["frame", "bare", "http"], "frame", "errors as a frame in a 200 body's chunk list, a bare frame body, or an HTTP 4xx", group="sim"),
+    Var("BPOOL_SIM_REGION_BLOCKED", bool, False, "serve the \"Available regions\" page instead of the studio", group="sim"),
+    Var("BPOOL_SIM_TRANSPORT", Literal["xhr", "fetch"], "xhr", "how the page calls its RPCs (`fetch`: an older page)", group="sim"),
+    Var("BPOOL_SIM_SETTINGS_PANEL", Literal["collapsible", "always"], "collapsible", "run settings removed from the DOM while collapsed, or always shown (older)", group="sim"),
+    Var("BPOOL_SIM_RUN_BUTTON", Literal["current", "legacy"], "current", "`ms-run-button button.ctrl-enter-submits`, or the older `type=submit` / `aria-label=Run`", group="sim"),
+    Var("BPOOL_SIM_PROMPT_BOX", Literal["current", "legacy"], "current", "the prompt textarea in `ms-prompt-input-wrapper`, or in the older `ms-prompt-box`", group="sim"),
+    Var("BPOOL_SIM_TEMP_CHAT", Literal["toggle", "legacy", "menu"], "toggle", "the temporary-chat toggle: current, older attribute, or behind \"View more actions\"", group="sim"),
+    Var("BPOOL_SIM_WELCOME_DIALOG", bool, True, "the welcome dialog on a fresh profile", group="sim"),
+    Var("BPOOL_SIM_COOKIE_BAR", bool, True, "the cookie notification bar on a fresh profile", group="sim"),
+    Var("BPOOL_SIM_GOT_IT", bool, True, "a feature tip with a \"Got it\" button on a fresh profile", group="sim"),
+    Var("BPOOL_SIM_PER_USER_QUOTA", bool, True, "the page sends StreamGenerateContentPerUserQuota (answered 404) before each answer", group="sim"),
+    Var("BPOOL_SIM_COUNT_TOKENS", bool, True, "the page sends CountTokens while the prompt is edited", group="sim"),
+    Var("BPOOL_SIM_AUTOSAVE", bool, True, "the page saves a chat that is not temporary after each answer", group="sim"),
 )
 # fmt: on
 

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bpool import config
 from bpool.config import ensure_private_dir
 from bpool.sim import NEW_CHAT_PATH, accounts
 from bpool.sim.knobs import CHOICES, Knobs
@@ -134,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS + ("-h", "--help"):
         argv.insert(0, "serve")
-    defaults = SimSettings.from_env()
+    try:
+        defaults = SimSettings.from_env()
+    except config.ConfigError as exc:
+        print(f"bpool.sim: {exc}", file=sys.stderr)
+        return config.EX_CONFIG
     args = build_parser(defaults).parse_args(argv)
     if args.command == "make-profiles":
         if args.count is not None and args.count < 1:
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return make_profiles(args)
     if args.command == "expire":
         return expire(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config.setup_logging("sim")
     changes = {k.removeprefix("knob_"): v for k, v in vars(args).items()
                if k.startswith("knob_") and v is not None}
     try:

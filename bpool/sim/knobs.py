@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from bpool import config
 from bpool.sim.wire import NESTINGS, SPLIT_MODES, Pace
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -30,33 +31,34 @@ PAGE_KNOBS = ("transport", "settings_panel", "run_button", "prompt_box", "temp_c
 
 @dataclass(frozen=True)
 class Knobs:
+    """Defaults and meanings: the BPOOL_SIM_* entries of bpool.config.REGISTRY."""
+
     # --- pace of the answer
-    tokens_per_s: float = 50.0
-    first_token_s: float = 0.2
-    answer_s: float = 0.0
-    split: str = "chars"
+    tokens_per_s: float = config.default("BPOOL_SIM_TOKENS_PER_S")
+    first_token_s: float = config.default("BPOOL_SIM_FIRST_TOKEN_S")
+    answer_s: float = config.default("BPOOL_SIM_ANSWER_S")
+    split: str = config.default("BPOOL_SIM_SPLIT")
     # --- the RPC host
-    quota: int = 0  # GenerateContent requests per account and model per window; 0 = unlimited
-    quota_window_s: float = 60.0
-    quota_kind: str = "burst"  # the quota message: "burst" (per minute) or "daily"
-    require_token: bool = True  # GenerateContent must carry a token minted by a served page
-    nesting: str = "nested"  # "flat": the older [chunk, ...] body
-    metadata_chunk: bool = True  # the trailing [null,null,null,[id,n,n]] chunk
-    errors: str = "frame"  # "frame" in a 200 body's chunk list, "bare" 200 body, "http" 4xx
+    quota: int = config.default("BPOOL_SIM_QUOTA")
+    quota_window_s: float = config.default("BPOOL_SIM_QUOTA_WINDOW_S")
+    quota_kind: str = config.default("BPOOL_SIM_QUOTA_KIND")
+    require_token: bool = config.default("BPOOL_SIM_REQUIRE_TOKEN")
+    nesting: str = config.default("BPOOL_SIM_NESTING")
+    metadata_chunk: bool = config.default("BPOOL_SIM_METADATA_CHUNK")
+    errors: str = config.default("BPOOL_SIM_ERRORS")
     # --- the page (read when a page is served)
-    region_blocked: bool = False  # serve the "Available regions" page instead of the studio
-    transport: str = "xhr"  # "fetch": the older page that read the answer with fetch
-    settings_panel: str = "collapsible"  # "always": the older always-visible run settings
-    run_button: str = "current"  # "legacy": button[type=submit][aria-label=Run]
-    prompt_box: str = "current"  # "legacy": the textarea inside ms-prompt-box
-    temp_chat: str = "toggle"  # "legacy": button[data-test-incognito-toggle]; "menu": behind
-    #                            "View more actions"
-    welcome_dialog: bool = True  # ms-g1-welcome-dialog on a fresh profile
-    cookie_bar: bool = True  # the cookie notification bar on a fresh profile
-    got_it: bool = True  # a feature tip with a "Got it" button on a fresh profile
-    per_user_quota: bool = True  # StreamGenerateContentPerUserQuota before each GenerateContent
-    count_tokens: bool = True  # CountTokens while the prompt is edited
-    autosave: bool = True  # CreatePrompt/UpdatePrompt after each answer unless temporary
+    region_blocked: bool = config.default("BPOOL_SIM_REGION_BLOCKED")
+    transport: str = config.default("BPOOL_SIM_TRANSPORT")
+    settings_panel: str = config.default("BPOOL_SIM_SETTINGS_PANEL")
+    run_button: str = config.default("BPOOL_SIM_RUN_BUTTON")
+    prompt_box: str = config.default("BPOOL_SIM_PROMPT_BOX")
+    temp_chat: str = config.default("BPOOL_SIM_TEMP_CHAT")
+    welcome_dialog: bool = config.default("BPOOL_SIM_WELCOME_DIALOG")
+    cookie_bar: bool = config.default("BPOOL_SIM_COOKIE_BAR")
+    got_it: bool = config.default("BPOOL_SIM_GOT_IT")
+    per_user_quota: bool = config.default("BPOOL_SIM_PER_USER_QUOTA")
+    count_tokens: bool = config.default("BPOOL_SIM_COUNT_TOKENS")
+    autosave: bool = config.default("BPOOL_SIM_AUTOSAVE")
 
     @property
     def pace(self) -> Pace:

@@ -6,28 +6,22 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bpool.config import env_int, env_str, run_dir
+from bpool import config
+from bpool.config import run_dir
 from bpool.sim.knobs import Knobs
 
-DEFAULT_PORT = 9223
+DEFAULT_PORT = config.default("BPOOL_SIM_PORT")
 
 
 def knobs_from_env(environ: dict[str, str] | None = None) -> Knobs:
-    """Knobs with `BPOOL_SIM_<NAME>` overrides (ValueError names a bad one)."""
-    import os
-
-    env = os.environ if environ is None else environ
-    changes = {}
-    for f in dataclasses.fields(Knobs):
-        value = env.get("BPOOL_SIM_" + f.name.upper())
-        if value is not None and value != "":
-            changes[f.name] = value
-    return Knobs().updated(changes)
+    """Knobs with `BPOOL_SIM_<NAME>` overrides (config.ConfigError names a bad one)."""
+    return Knobs(**{f.name: config.value("BPOOL_SIM_" + f.name.upper(), environ)
+                    for f in dataclasses.fields(Knobs)})
 
 
 @dataclass
 class SimSettings:
-    host: str = "127.0.0.1"
+    host: str = config.default("BPOOL_SIM_HOST")
     port: int = DEFAULT_PORT  # 0 = any free port; the bound URL is written to <dir>/url
     rpc_port: int = 0  # the RPC host's port (another origin); written to <dir>/rpc_url
     dir: Path = field(default_factory=lambda: run_dir() / "sim")
@@ -36,14 +30,11 @@ class SimSettings:
 
     @classmethod
     def from_env(cls) -> SimSettings:
-        try:
-            knobs = knobs_from_env()
-        except ValueError as e:
-            raise SystemExit(f"bpool.sim: {e}") from None
+        """From the registry's variables; config.ConfigError names a bad one."""
         return cls(
-            host=env_str("BPOOL_SIM_HOST", "127.0.0.1"),
-            port=env_int("BPOOL_SIM_PORT", DEFAULT_PORT),
-            rpc_port=env_int("BPOOL_SIM_RPC_PORT", 0),
-            dir=Path(env_str("BPOOL_SIM_DIR", str(run_dir() / "sim"))).resolve(),
-            knobs=knobs,
+            host=config.value("BPOOL_SIM_HOST"),
+            port=config.value("BPOOL_SIM_PORT"),
+            rpc_port=config.value("BPOOL_SIM_RPC_PORT"),
+            dir=Path(config.value("BPOOL_SIM_DIR") or run_dir() / "sim").resolve(),
+            knobs=knobs_from_env(),
         )
