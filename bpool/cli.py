@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bpool import supervise, supervise_live, supervise_wait
+from bpool import config, supervise, supervise_live, supervise_wait
 
 
 def _settings(args: argparse.Namespace) -> supervise.SyncSettings:
@@ -165,11 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SystemExit as exc:  # settings errors carry their message
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            return 2
-        raise
+    except config.ConfigError as exc:
+        print(f"bpool: {exc}", file=sys.stderr)
+        return config.EX_CONFIG
+    except supervise_live.SyncError as exc:
+        print(f"bpool: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
@@ -166,6 +167,9 @@ def _convert(var: Var, raw: Any) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{var.name}={raw!r}: use 1 or 0")
+    choices = typing.get_args(var.type) if typing.get_origin(var.type) is Literal else ()
+    if choices and raw not in choices:
+        raise ConfigError(f"{var.name}={raw!r}: use one of {', '.join(choices)}")
     try:
         return msgspec.convert(raw, var.type, strict=False)
     except msgspec.ValidationError as exc:

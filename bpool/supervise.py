@@ -12,13 +12,13 @@ change and leaves its worker alone. Writing the files and talking to supervisord
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bpool.config import REPO_ROOT, env_float, env_int, env_str
+from bpool import config
+from bpool.config import REPO_ROOT
 from bpool.studio.profiles import PROFILE_ID_RULE, valid_profile_id
 
 PROGRAM_PREFIX = "browser-"
@@ -37,31 +37,29 @@ class SyncSettings:
     conf: Path  # supervisord.conf; everything else is relative to its directory
     auth_dir: Path | None = None  # --auth-directory / BROWSER_PROFILE_DIR; None = <here>/cookies
     legacy_file: Path | None = None  # ACTIVE_AUTH_JSON_PATH (deprecated single profile)
-    simulator: str = "auto"  # auto: only when there are no profiles; on: always; off: never
-    sim_host: str = "127.0.0.1"
-    sim_port: int = 9223
-    drain_timeout_s: float = 30.0
+    simulator: str = config.default("BPOOL_SIMULATOR")  # auto: only without profiles; on; off
+    sim_host: str = config.default("BPOOL_SIM_HOST")
+    sim_port: int = config.default("BPOOL_SIM_PORT")
+    drain_timeout_s: float = config.default("BPOOL_DRAIN_TIMEOUT_S")
     # Test hook (BPOOL_WORKER_CMD): a format string with {python}, {profile} and {profile_id}
     # replacing the browser worker's command, e.g. to run bpool.testing.fake_worker instead.
     worker_cmd: str | None = None
 
     @classmethod
     def from_env(cls, conf: Path | None = None) -> SyncSettings:
-        auth = os.environ.get("BROWSER_PROFILE_DIR") or None
-        legacy = os.environ.get("ACTIVE_AUTH_JSON_PATH") or None
-        simulator = env_str("BPOOL_SIMULATOR", "auto")
-        if simulator not in SIMULATOR_MODES:
-            raise SystemExit(f"bpool: BPOOL_SIMULATOR={simulator!r}: use auto, on or off")
-        conf = conf or Path(env_str("BPOOL_SUPERVISORD_CONF", str(REPO_ROOT / "supervisord.conf")))
+        """From the registry's variables; config.ConfigError names a bad one."""
+        auth = config.value("BROWSER_PROFILE_DIR")
+        legacy = config.value("ACTIVE_AUTH_JSON_PATH")
+        conf = conf or Path(config.value("BPOOL_SUPERVISORD_CONF") or REPO_ROOT / "supervisord.conf")
         return cls(
             conf=conf.resolve(),
             auth_dir=Path(auth).resolve() if auth else None,
             legacy_file=Path(legacy).resolve() if legacy else None,
-            simulator=simulator,
-            sim_host=env_str("BPOOL_SIM_HOST", "127.0.0.1"),
-            sim_port=env_int("BPOOL_SIM_PORT", 9223),
-            drain_timeout_s=env_float("BPOOL_DRAIN_TIMEOUT_S", 30.0),
-            worker_cmd=os.environ.get("BPOOL_WORKER_CMD") or None,
+            simulator=config.value("BPOOL_SIMULATOR"),
+            sim_host=config.value("BPOOL_SIM_HOST"),
+            sim_port=config.value("BPOOL_SIM_PORT"),
+            drain_timeout_s=config.value("BPOOL_DRAIN_TIMEOUT_S"),
+            worker_cmd=config.value("BPOOL_WORKER_CMD") or None,
         )
 
     @property
@@ -157,7 +155,7 @@ def discover(settings: SyncSettings, check: Check) -> Discovery:
     files = candidates(d)
     warnings: list[str] = []
     if settings.auth_dir is not None and not d.is_dir():
-        raise SystemExit(f"bpool: the cookie directory {d} does not exist")
+        raise config.ConfigError(f"BROWSER_PROFILE_DIR: the cookie directory {d} does not exist")
     legacy = settings.legacy_file
     if legacy is not None and (settings.auth_dir is not None or files):
         warnings.append(f"ACTIVE_AUTH_JSON_PATH={legacy} is ignored: the cookie directory {d} "

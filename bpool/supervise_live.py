@@ -43,6 +43,10 @@ def prepare_dirs(settings: SyncSettings) -> None:
     settings.log_dir.mkdir(exist_ok=True)
 
 
+class SyncError(RuntimeError):
+    """Sync could not do its work (not a bad setting: that is config.ConfigError)."""
+
+
 def make_demo_profiles(settings: SyncSettings) -> None:
     """Log the demo accounts in at the simulator (its account file lives in the pool's run
     directory, where the sim program will look) and write their cookie files."""
@@ -52,7 +56,7 @@ def make_demo_profiles(settings: SyncSettings) -> None:
             "--names", ",".join(DEMO_NAMES), "--host", settings.sim_host]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
-        raise SystemExit(f"bpool: could not make the demo profiles: {done.stderr.strip()}")
+        raise SyncError(f"could not make the demo profiles: {done.stderr.strip()}")
 
 
 def read_generated(include_dir: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from supervisor.options import ServerOptions
 
-from bpool import cli, supervise, supervise_live
+from bpool import cli, config, supervise, supervise_live
 from bpool.config import REPO_ROOT
 from bpool.supervise import Discovery, Profile, Refused, SyncSettings
 
@@ -91,7 +91,7 @@ def test_browser_profile_dir_and_auth_directory_point_elsewhere(
 
 
 def test_a_missing_explicit_directory_is_an_error(checkout: Path, tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(config.ConfigError, match="BROWSER_PROFILE_DIR: the cookie directory .* does not exist"):
         supervise.discover(settings(checkout, auth_dir=tmp_path / "nope"), check)
 
 
@@ -308,7 +308,7 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, checkout: Path) -> N
     s = SyncSettings.from_env()
     assert s.here == checkout and s.simulator == "on" and s.drain_timeout_s == 5
     monkeypatch.setenv("BPOOL_SIMULATOR", "sometimes")
-    with pytest.raises(SystemExit, match="BPOOL_SIMULATOR"):
+    with pytest.raises(config.ConfigError, match="BPOOL_SIMULATOR=.sometimes.: use one of auto, on, off"):
         SyncSettings.from_env()
 
 
