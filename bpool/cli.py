@@ -6,6 +6,7 @@
     bpool profiles path NAME              the cookie file profile NAME runs with
     bpool profiles restart NAME [--wait S]  stop (the worker drains), start, optionally wait
     bpool wait-profile NAME [--timeout S] [--not-pid PID]
+    bpool config table | check            the settings registry; check this environment's values
 
 Every command finds the pool through supervisord.conf (`--conf`, BPOOL_SUPERVISORD_CONF, default
 the checkout's); the front through BPOOL_HOST / BPOOL_PORT. See docs/operations.md.
@@ -158,7 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--not-pid", type=int, default=None,
                     help="the pid of the worker being replaced (its entry does not count)")
     wa.set_defaults(func=cmd_wait)
+    co = sub.add_parser("config", help="the settings registry")
+    csub = co.add_subparsers(dest="action", required=True)
+    csub.add_parser("table", help="print the README's configuration tables").set_defaults(
+        func=lambda args: print(config.config_table()) or 0)
+    csub.add_parser("check", help="check every BPOOL_* value of this environment").set_defaults(
+        func=cmd_config_check)
     return p
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Every registered variable set in this environment, converted and checked."""
+    bad = 0
+    for name in config.REGISTRY:
+        try:
+            config.value(name)
+        except config.ConfigError as exc:
+            print(f"bpool: {exc}", file=sys.stderr)
+            bad += 1
+    return config.EX_CONFIG if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:

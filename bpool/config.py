@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import time
 import typing
@@ -71,7 +72,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_HOST", str, "127.0.0.1", "where the HTTP front listens", group="front"),
     Var("BPOOL_PORT", Port, 2048, "port of the HTTP front", group="front"),
     Var("BPOOL_API_KEYS", str, "", "comma-separated API keys; none configured = open (a warning at start)", group="front"),
-    Var("BPOOL_API_KEYS_FILE", str, "", "file with one API key per line (`#` comments)", group="front"),
+    Var("BPOOL_API_KEYS_FILE", str, "", "file with one API key per line (whole-line `#` comments; a file with no key stops the front)", group="front"),
     Var("BPOOL_MAX_BODY_BYTES", Count, 10 * 1024 * 1024, "request body limit (413 above it)", "bytes", group="front"),
     Var("BPOOL_JOB_TIMEOUT_S", Positive, 900.0, "the front's limit once a browser holds the request (then 504)", "s", group="front"),
     Var("BPOOL_STATUS_TIMEOUT_S", Positive, 2.0, "how long `/health` waits for the broker's status", "s", group="front"),
@@ -199,16 +200,20 @@ def build(cls: type[S], overrides: Mapping[str, Any] | None = None,
         raw = (os.environ if env is None else env).get(vname)
         if raw is not None and raw.strip() != "":
             values[fname] = _convert(REGISTRY[vname], raw.strip())
+    flags = set()
     for fname, given in (overrides or {}).items():
         if given is not None and fname in names:
             values[fname] = given
+            flags.add(fname)
     try:
         return msgspec.convert(values, cls, strict=False)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        where = text.rsplit("$.", 1)[-1] if "$." in text else ""
-        field_name = where.split(".")[0].split("[")[0]
-        name = mapping.get(field_name, f"--{field_name.replace('_', '-')}") if field_name else cls.__name__
+        where = str(exc).rsplit("$.", 1)[-1].strip("`") if "$." in str(exc) else ""
+        fname = re.split(r"[.\[]", where)[0]
+        if fname in flags or fname not in mapping:
+            name = f"--{fname.replace('_', '-')}={values.get(fname)!r}" if fname else cls.__name__
+        else:
+            name = f"{mapping[fname]}={values.get(fname)!r}"
         raise ConfigError(f"{name}: {_reason(exc)}") from None
 
 
@@ -275,13 +280,23 @@ def env_int(name: str, default: int) -> int:
 # ------------------------------------------------------------------------------ the README table
 
 
+GROUPS = {"pool": "Every process", "front": "HTTP front", "broker": "Broker",
+          "worker": "Browser workers", "ops": "Operating (supervisord, profiles)",
+          "sim": "Studio simulator (demo mode and tests)"}
+
+
 def config_table() -> str:
-    """The README's configuration table, generated from the registry."""
-    lines = ["| Variable | Default | Unit | Meaning |", "| --- | --- | --- | --- |"]
-    for var in REGISTRY.values():
-        shown = var.shown_default or _show(var.default)
-        lines.append(f"| `{var.name}` | {shown} | {var.unit} | {var.meaning} |")
-    return "\n".join(lines)
+    """The README's configuration tables (one per group), generated from the registry."""
+    out: list[str] = []
+    for group, title in GROUPS.items():
+        out += [f"**{title}**", "", "| Variable | Default | Unit | Meaning |",
+                "| --- | --- | --- | --- |"]
+        for var in REGISTRY.values():
+            if var.group == group:
+                shown = var.shown_default or _show(var.default)
+                out.append(f"| `{var.name}` | {shown} | {var.unit} | {var.meaning} |")
+        out.append("")
+    return "\n".join(out).rstrip("\n")
 
 
 def _show(v: Any) -> str:
