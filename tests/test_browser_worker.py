@@ -638,7 +638,7 @@ async def test_tap_bookkeeping_reorders_and_survives_garbage():
     with pytest.raises(TapClosed):
         await tap.next_generate(1)
     script = tap_script("__b", ("GC", "LM"))
-    assert script.rstrip().endswith('({"binding": "__b", "methods": ["GC", "LM"], "relay": ""});')
+    assert script.rstrip().endswith('({"binding": "__b", "methods": ["GC", "LM"], "relay": "", "pollMs": 10});')
 
 
 def test_browser_proc_unreachable_studio_exits_1_and_leaves_no_browser(sim, tmp_path):

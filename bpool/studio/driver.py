@@ -231,10 +231,14 @@ class StudioDriver:
         want = spec.model.strip().removeprefix("models/")
         try:
             self.tap.discard_pending()
-            probe = await self._prepare(spec, want)
+            probe = None
+            if self.model == want and not self.panel.needs_panel(spec, self.model):
+                probe = await self.submit(prompt, on_submit, check=True)  # the usual case
+            if probe is None:
+                probe = await self._prepare(spec, want)
+                await self.submit(prompt, on_submit)
             # Notices already on screen belong to an earlier job, not to this one.
             self._old_notices = set(probe.get("notices", []))
-            await self.submit(prompt, on_submit)
             stream = await self._await_request(want)
             try:
                 return await read_answer(stream, emit, self._limits())
@@ -273,11 +277,17 @@ class StudioDriver:
         return AnswerLimits(self.s.first_chunk_timeout_s, self.s.idle_timeout_s,
                             self.s.answer_timeout_s, self.t.quota_phrases, self.s.cooldowns)
 
-    async def submit(self, prompt: str, on_submit: Callable[[], None]) -> None:
-        """Fill the prompt and press Run (Ctrl+Enter when the page has no Run button at all)."""
+    async def submit(self, prompt: str, on_submit: Callable[[], None],
+                     check: bool = False) -> dict | None:
+        """Fill the prompt and press Run (Ctrl+Enter when the page has no Run button at all).
+        With `check`, the page is probed in the same round trip and nothing is done when it
+        needs preparing first; returns that probe (None then)."""
         filled = await self.x.js("fill prompt", page_js.FILL_PROMPT, {
             "sels": list(self.t.prompt_textarea), "value": prompt,
-            "wrapper": self.t.autosize_wrapper, "run": list(self.t.run_button)})
+            "wrapper": self.t.autosize_wrapper, "run": list(self.t.run_button),
+            "check": self._probe_args if check else None, "temporary": self.s.temporary_chat})
+        if not filled["filled"]:
+            return None
         if not filled["ok"]:
             raise StepError("fill prompt", "no prompt box found, or it did not take the text")
         run = filled["run"]
@@ -290,17 +300,21 @@ class StudioDriver:
         on_submit()
         if run["i"] >= 0:
             async with self.x.step("click run"):
-                # RUN_STATE has just seen it enabled: skip the actionability waits (two
-                # animation frames for "stable") but keep a real, trusted mouse click.
-                button = self.page.locator(self.t.run_button[run["i"]]).nth(run["k"])
-                await button.click(timeout=5000, force=True)
-            return
+                # The page script has just seen it enabled and where it is: a real, trusted
+                # mouse click right there, without Playwright's actionability round trips.
+                if run.get("x") is not None:
+                    await self.page.mouse.click(run["x"], run["y"])
+                else:
+                    button = self.page.locator(self.t.run_button[run["i"]]).nth(run["k"])
+                    await button.click(timeout=5000, force=True)
+            return filled["probe"] or {}
         if run["exists"]:
             log.warning("the Run button stayed disabled; sending with Ctrl+Enter")
         else:
             log.info("no Run button on the page; sending with Ctrl+Enter")
         async with self.x.step("click run"):
             await self.page.locator(", ".join(self.t.prompt_textarea)).first.press("Control+Enter")
+        return filled["probe"] or {}
 
     async def _notices(self, name: str) -> None:
         probe = await self._probe(name)

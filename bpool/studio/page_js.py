@@ -59,36 +59,39 @@ def prefs_script(key: str, flags: dict[str, bool], origin: str) -> str:
 
 
 # Everything the driver checks before and between steps, in one round trip.
-PROBE = _fn("s", """
-  const ready = s.ready.some((sel) => vis(q(sel)));
-  let promptLength = 0;
-  for (const sel of s.prompt) { const el = q(sel); if (el) { promptLength = el.value.length; break; } }
-  const notices = [];
-  for (const t of qa(s.toasts)) {
-    const inner = t.querySelector(s.toastText);
-    notices.push(text(inner || t));
-  }
-  for (const c of qa(s.callout)) if (vis(c)) notices.push(text(c));
-  // The consent sits in a dialog; before the chat is ready it may be the whole page.
-  let consentText = overlayText(s);
-  if (!ready && document.body) consentText += ' ' + lower(document.body.innerText);
-  const consent = s.consent.some((p) => consentText.includes(p));
-  const popups = s.welcome.some((sel) => vis(q(sel))) || !!firstVis(s.cookie)
-    || s.overlays.some((sel) => qa(sel).some((root) => [...root.querySelectorAll('button')].some(
-      (b) => vis(b) && s.labels.includes(text(b)))));
-  let prefModel = '';
-  try { prefModel = (JSON.parse(localStorage.getItem(s.prefKey) || '{}') || {})[s.prefField] || ''; }
-  catch (e) { prefModel = ''; }
-  return {
-    ready, consent, popups, promptLength, notices,
-    panelOpen: s.panel.some((sel) => !!q(sel)),
-    panelClose: !!firstVis(s.panelClose),
-    temporary: tempState(s),
-    prefModel: typeof prefModel === 'string' ? prefModel : '',
-    dialog: vis(q(s.dialog)),
-    turns: qa(s.turn).length,
+_PROBE = """
+  const probe = (s) => {
+    const ready = s.ready.some((sel) => vis(q(sel)));
+    let promptLength = 0;
+    for (const sel of s.prompt) { const el = q(sel); if (el) { promptLength = el.value.length; break; } }
+    const notices = [];
+    for (const t of qa(s.toasts)) {
+      const inner = t.querySelector(s.toastText);
+      notices.push(text(inner || t));
+    }
+    for (const c of qa(s.callout)) if (vis(c)) notices.push(text(c));
+    // The consent sits in a dialog; before the chat is ready it may be the whole page.
+    let consentText = overlayText(s);
+    if (!ready && document.body) consentText += ' ' + lower(document.body.innerText);
+    const consent = s.consent.some((p) => consentText.includes(p));
+    const popups = s.welcome.some((sel) => vis(q(sel))) || !!firstVis(s.cookie)
+      || s.overlays.some((sel) => qa(sel).some((root) => [...root.querySelectorAll('button')].some(
+        (b) => vis(b) && s.labels.includes(text(b)))));
+    let prefModel = '';
+    try { prefModel = (JSON.parse(localStorage.getItem(s.prefKey) || '{}') || {})[s.prefField] || ''; }
+    catch (e) { prefModel = ''; }
+    return {
+      ready, consent, popups, promptLength, notices,
+      panelOpen: s.panel.some((sel) => !!q(sel)),
+      panelClose: !!firstVis(s.panelClose),
+      temporary: tempState(s),
+      prefModel: typeof prefModel === 'string' ? prefModel : '',
+      dialog: vis(q(s.dialog)),
+      turns: qa(s.turn).length,
+    };
   };
-""")
+"""
+PROBE = _fn("s", _PROBE + "return probe(s);")
 
 ACCOUNT = _fn("sels", """
   const re = /[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+/;
@@ -236,7 +239,8 @@ CLEAR_CHIPS = _fn("sel", """
   return n;
 """)
 
-# The first present and enabled Run candidate: {i: candidate, k: which match, exists: any match}.
+# The first present and enabled Run candidate: {i: candidate, k: which match, exists: any match,
+# x, y: its centre in the viewport, scrolled into view if need be (null: it has no box)}.
 _RUN = """
   const runState = (sels) => {
     let exists = false;
@@ -245,7 +249,15 @@ _RUN = """
       for (let k = 0; k < all.length; k++) {
         exists = true;
         const b = all[k];
-        if (!b.disabled && b.getAttribute('aria-disabled') !== 'true') return {i, k, exists};
+        if (b.disabled || b.getAttribute('aria-disabled') === 'true') continue;
+        let r = b.getBoundingClientRect();
+        if (r.bottom < 0 || r.right < 0 || r.top > innerHeight || r.left > innerWidth) {
+          b.scrollIntoView({block: 'center', inline: 'center'});
+          r = b.getBoundingClientRect();
+        }
+        const boxed = r.width > 0 && r.height > 0;
+        return {i, k, exists, x: boxed ? r.left + r.width / 2 : null,
+                y: boxed ? r.top + r.height / 2 : null};
       }
     }
     return {i: -1, k: -1, exists};
@@ -255,7 +267,15 @@ RUN_STATE = _fn("sels", _RUN + "return runState(sels);")
 
 # The value goes in through JS with input/change events (typing 100k characters would take
 # ages); the autosize wrapper mirrors it in data-value. Returns whether it took, and Run's state.
-FILL_PROMPT = _fn("{sels, value, wrapper, run}", _RUN + """
+# With `check` (probe arguments) it first probes, and fills only when nothing stands in the way
+# (the job's fast path: one round trip for both).
+FILL_PROMPT = _fn("{sels, value, wrapper, run, check, temporary}", _PROBE + _RUN + """
+  let p = null;
+  if (check) {
+    p = probe(check);
+    if (!p.ready || p.consent || p.popups || (p.panelOpen && p.panelClose)
+        || (temporary && p.temporary === false)) return {probe: p, filled: false, ok: false};
+  }
   for (const sel of sels) {
     const el = q(sel);
     if (!el) continue;
@@ -265,9 +285,9 @@ FILL_PROMPT = _fn("{sels, value, wrapper, run}", _RUN + """
     if (box) box.setAttribute('data-value', value);
     el.dispatchEvent(new Event('input', {bubbles: true}));
     el.dispatchEvent(new Event('change', {bubbles: true}));
-    return {ok: el.value === value, run: runState(run)};
+    return {probe: p, filled: true, ok: el.value === value, run: runState(run)};
   }
-  return {ok: false, run: runState(run)};
+  return {probe: p, filled: true, ok: false, run: runState(run)};
 """)
 
 # Clicks "Discard and continue" in an open dialog; true if it did.

@@ -183,13 +183,20 @@
           }
         }
       };
+      // Chromium fires progress events at most every 50 ms, but responseText grows as data
+      // arrives: a short poll while the body streams hands each piece on without that wait.
+      let poll = null;
       let failure = null;
-      xhr.addEventListener('readystatechange', flush);
+      xhr.addEventListener('readystatechange', () => {
+        flush();
+        if (xhr.readyState === 3 && poll === null) poll = setInterval(flush, config.pollMs);
+      });
       xhr.addEventListener('progress', flush);
       for (const name of ['abort', 'error', 'timeout']) {
         xhr.addEventListener(name, () => { failure = failure || name; });
       }
       xhr.addEventListener('loadend', () => {
+        if (poll !== null) clearInterval(poll);
         try {
           flush();
           if (failure || !started) {
@@ -212,4 +219,4 @@
 
   // An automation world in Firefox sees the page window through an Xray wrapper.
   post({event: 'hello', world: typeof window.wrappedJSObject === 'undefined' ? 'page' : 'isolated'});
-})(/*BPOOL_TAP_CONFIG*/{"binding": "__bpoolTap", "methods": ["GenerateContent", "ListModels"], "relay": ""});
+})(/*BPOOL_TAP_CONFIG*/{"binding": "__bpoolTap", "methods": ["GenerateContent", "ListModels"], "relay": "", "pollMs": 10});

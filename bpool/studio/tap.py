@@ -27,6 +27,7 @@ log = logging.getLogger("bpool.tap")
 TAP_JS = Path(__file__).with_name("tap.js")
 _CONFIG_MARK = "/*BPOOL_TAP_CONFIG*/"
 MAX_TRACKED = 64  # old requests the page never finished are forgotten past this
+POLL_MS = 10  # how often a streaming XHR's text is looked at between its progress events
 
 # Runs where the binding is visible; forwards what a main-world tap.js dispatches. The detail is
 # a JSON string: a string crosses between worlds unchanged, an object would not.
@@ -52,7 +53,8 @@ def tap_script(binding: str, methods: tuple[str, ...], relay: str = "") -> str:
     if not sep:
         raise RuntimeError(f"{TAP_JS} lost its {_CONFIG_MARK} marker")
     end = tail.index("});")  # the default config object ends the file: `{...});`
-    config = json.dumps({"binding": binding, "methods": list(methods), "relay": relay})
+    config = json.dumps({"binding": binding, "methods": list(methods), "relay": relay,
+                         "pollMs": POLL_MS})
     return head + config + tail[end + 1:]
 
 
