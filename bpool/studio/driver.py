@@ -367,8 +367,10 @@ class StudioDriver:
 
     async def _reset(self) -> None:
         try:
-            await self.stop_generating()
-            if await self.x.js("reset", page_js.CLICK, self.t.new_chat_button):
+            # Stop (if it is generating) and New chat, in one go.
+            clicked = await self.x.js("reset", page_js.CLICK_EACH,
+                                      [self.t.stop_button, self.t.new_chat_button])
+            if clicked[1]:
                 # Short polls: this sits between a finished answer and the next job.
                 probe = await self.x.until("reset", "New chat did not give an empty chat",
                                            self._empty_chat, 5.0)
@@ -385,9 +387,10 @@ class StudioDriver:
         await self._settle("reset", probe)
 
     async def _empty_chat(self) -> dict | None:
-        if await self.x.js("reset", page_js.CONFIRM_DISCARD, [self.t.dialog, self.t.discard_label]):
+        probe = await self.x.js("reset", page_js.AFTER_NEW_CHAT, {
+            "s": self._probe_args, "dialog": self.t.dialog, "label": self.t.discard_label})
+        if probe is None:  # it confirmed discarding the chat
             return None
-        probe = await self._probe("reset")
         if probe.get("consent"):
             raise consent_error("reset", self.profile)
         if probe.get("ready") and not probe.get("turns") and not probe.get("promptLength"):

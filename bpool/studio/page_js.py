@@ -143,6 +143,15 @@ TEMP_STATE = _fn("s", """
   return {on: tempState(s), toggle: !!firstVis(s.tempToggle), menu: !!firstVis(s.moreActions)};
 """)
 
+# The same, and with `click`, a click on a showing toggle when the page shows it off.
+TEMP_TURN_ON = _fn("s", """
+  const on = tempState(s);
+  const toggle = firstVis(s.tempToggle);
+  const clicked = on === false && !!toggle;
+  if (clicked) toggle.click();
+  return {on, toggle: !!toggle, menu: !!firstVis(s.moreActions), clicked};
+""")
+
 # Clicks the first visible candidate; its index, or -1.
 CLICK_FIRST = _fn("sels", """
   for (let i = 0; i < sels.length; i++) {
@@ -154,6 +163,19 @@ CLICK_FIRST = _fn("sels", """
 
 ANY_VISIBLE = _fn("sels", "return !!firstVis(sels);")
 
+# Clicks every selector that matches (in order); which ones it clicked.
+CLICK_EACH = _fn("sels", """
+  return sels.map((sel) => { const el = q(sel); if (el) el.click(); return !!el; });
+""")
+
+# Clicks the first visible candidate, then says whether any candidate still shows (a control
+# the page removes at once needs no second look).
+CLICK_GONE = _fn("sels", """
+  const el = firstVis(sels);
+  if (el) el.click();
+  return {clicked: !!el, showing: !!firstVis(sels)};
+""")
+
 CLICK = _fn("sel", """
   const el = q(sel);
   if (!el) return false;
@@ -162,27 +184,40 @@ CLICK = _fn("sel", """
 """)
 
 # The run-settings panel as the page shows it; `open` is false when its content is not in the DOM.
-PANEL_READ = _fn("s", """
-  const num = (el) => el && el.value !== '' && !isNaN(Number(el.value)) ? Number(el.value) : null;
-  const attr = (el, a) => el && el.getAttribute(a) !== null && el.getAttribute(a) !== ''
-    && !isNaN(Number(el.getAttribute(a))) ? Number(el.getAttribute(a)) : null;
-  const level = first(s.level);
-  const budget = first(s.budget);
-  return {
-    open: s.panel.some((sel) => !!q(sel)),
-    model: text(first(s.modelName)),
-    temperature: num(first(s.temperature)),
-    top_p: num(first(s.topP)),
-    max_tokens: num(first(s.maxTokens)),
-    thinking: sw(s.thinking),
-    manual: sw(s.manual),
-    budget: num(budget),
-    budget_min: attr(budget, 'min'),
-    level: level ? text(level.querySelector(s.selectValue) || level) : null,
-    search: sw(s.search),
-    tools: !!firstVis(s.toolsExpand),
-    chips: qa(s.chipRemove).length,
+_PANEL = """
+  const panelRead = (s) => {
+    const num = (el) => el && el.value !== '' && !isNaN(Number(el.value)) ? Number(el.value) : null;
+    const attr = (el, a) => el && el.getAttribute(a) !== null && el.getAttribute(a) !== ''
+      && !isNaN(Number(el.getAttribute(a))) ? Number(el.getAttribute(a)) : null;
+    const level = first(s.level);
+    const budget = first(s.budget);
+    return {
+      open: s.panel.some((sel) => !!q(sel)),
+      model: text(first(s.modelName)),
+      temperature: num(first(s.temperature)),
+      top_p: num(first(s.topP)),
+      max_tokens: num(first(s.maxTokens)),
+      thinking: sw(s.thinking),
+      manual: sw(s.manual),
+      budget: num(budget),
+      budget_min: attr(budget, 'min'),
+      level: level ? text(level.querySelector(s.selectValue) || level) : null,
+      search: sw(s.search),
+      tools: !!firstVis(s.toolsExpand),
+      chips: qa(s.chipRemove).length,
+    };
   };
+"""
+PANEL_READ = _fn("s", _PANEL + "return panelRead(s);")
+
+# Opens the panel unless it is open: {state, clicked} (clicked: -1 when there is no toggle).
+PANEL_OPEN = _fn("{s, toggle}", _PANEL + """
+  const st = panelRead(s);
+  if (st.open) return {state: st, clicked: 0};
+  const t = firstVis(toggle);
+  if (!t) return {state: st, clicked: -1};
+  t.click();
+  return {state: panelRead(s), clicked: 1};
 """)
 
 # Flips the named switches to the wanted state; returns the names of the missing ones.
@@ -290,12 +325,12 @@ FILL_PROMPT = _fn("{sels, value, wrapper, run, check, temporary}", _PROBE + _RUN
   return {probe: p, filled: true, ok: false, run: runState(run)};
 """)
 
-# Clicks "Discard and continue" in an open dialog; true if it did.
-CONFIRM_DISCARD = _fn("[dialogSel, label]", """
-  for (const d of qa(dialogSel)) {
+# After New chat: confirms "Discard and continue" if the dialog asks (null), else the probe.
+AFTER_NEW_CHAT = _fn("{s, dialog, label}", _PROBE + """
+  for (const d of qa(dialog)) {
     for (const b of d.querySelectorAll('button')) {
-      if (text(b).includes(label)) { b.click(); return true; }
+      if (text(b).includes(label)) { b.click(); return null; }
     }
   }
-  return false;
+  return probe(s);
 """)

@@ -67,10 +67,11 @@ class RunSettings:
         return await self.x.js(step, page_js.PANEL_READ, self.args)
 
     async def open(self, step: str = STEP) -> dict:
-        state = await self.read(step)
-        if state["open"]:
-            return state
-        if await self.x.js(step, page_js.CLICK_FIRST, list(self.x.t.panel_toggle)) < 0:
+        got = await self.x.js(step, page_js.PANEL_OPEN,
+                              {"s": self.args, "toggle": list(self.x.t.panel_toggle)})
+        if got["state"]["open"]:
+            return got["state"]
+        if got["clicked"] < 0:
             raise StepError(step, "no run-settings panel and no button to open it")
 
         async def opened() -> dict | None:
@@ -81,7 +82,8 @@ class RunSettings:
 
     async def close(self, step: str = STEP) -> None:
         """Close the panel if it has a close button showing (an always-visible panel has none)."""
-        if await self.x.js(step, page_js.CLICK_FIRST, list(self.x.t.panel_close)) < 0:
+        got = await self.x.js(step, page_js.CLICK_GONE, list(self.x.t.panel_close))
+        if not got["clicked"] or not got["showing"]:
             return
 
         async def closed() -> bool:
@@ -100,7 +102,7 @@ class RunSettings:
         if all(v is None for v in asked):
             return False
         d = self.defaults.get(model or "")
-        if d is None or self.dirty:
+        if not d or self.dirty:  # not read yet, or could not be read
             return True
         for name, want in (("temperature", spec.temperature), ("top_p", spec.top_p),
                            ("max_tokens", spec.max_tokens)):

@@ -52,13 +52,13 @@ class TemporaryChat:
         `known` is the state a probe has just read (saves a round trip)."""
         if known:
             return True
-        state = await self._state(step)
+        state = await self.x.js(step, page_js.TEMP_TURN_ON, self.args)
         if state["on"]:
             return True
         menu_opened = False
-        if not state["toggle"]:
-            if not state["menu"]:
-                return self._give_up("the page has no temporary chat toggle")
+        if state["clicked"]:  # a showing toggle, off: it was clicked
+            on = await self._wait_on(step)
+        elif state["menu"]:  # the toggle is an item of the "View more actions" menu
             await self.x.js(step, page_js.CLICK_FIRST, list(self.x.t.more_actions))
             menu_opened = True
             state = await self.x.until(step, "the temporary chat menu item did not appear",
@@ -67,8 +67,10 @@ class TemporaryChat:
             if state["on"]:
                 await self._close_menu(step)
                 return True
-        await self.x.js(step, page_js.CLICK_FIRST, list(self.x.t.temporary_toggle))
-        on = await self._wait_on(step)
+            await self.x.js(step, page_js.CLICK_FIRST, list(self.x.t.temporary_toggle))
+            on = await self._wait_on(step)
+        else:
+            return self._give_up("the page has no temporary chat toggle")
         if on is None and menu_opened:  # the menu closed with the click: look inside again
             await self.x.js(step, page_js.CLICK_FIRST, list(self.x.t.more_actions))
             on = (await self.x.until(step, "the temporary chat menu item did not appear",
