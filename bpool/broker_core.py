@@ -125,6 +125,12 @@ class BrokerCore:
         return acts
 
     def _on_ready(self, identity: bytes, old: Worker | None, msg: Ready, now: float, acts) -> None:
+        if old is not None and old.ready.incarnation == msg.incarnation and old.ready == msg:
+            # A repeat that crossed our acknowledgement: the same registration, not a new one
+            # (re-registering would hand its job to it a second time).
+            self.counters["repeated_ready"] += 1
+            acts.append(SendWorker(identity, Heartbeat()))
+            return
         if old is not None:
             self._remove(old, "re-registered", now, acts)
         if msg.version != PROTOCOL_VERSION:
@@ -286,6 +292,11 @@ class BrokerCore:
         timeout = msg.queue_timeout_s
         if timeout is None or not timeout >= 0:  # None or NaN: the pool's default
             timeout = self.queue_timeout_s
+        hopeless = self._nobody_in_time(model, now, timeout)
+        if hopeless is not None:
+            self.counters["jobs_failed"] += 1
+            acts.append(SendFront(front, Failed(msg.job_id, hopeless)))
+            return
         job = Job(msg.job_id, msg.spec, front, timeout)
         w = self._take_idle(model)
         if w is not None:
@@ -452,6 +463,29 @@ class BrokerCore:
             self._any_model -= 1
         self.counters["workers_left"] += 1
         log.info("worker %s removed: %s", w.profile, why)
+
+    def _nobody_in_time(self, model: str, now: float, timeout: float) -> ErrorInfo | None:
+        """Why no registered worker can take `model` before the queue deadline, if none can:
+        every account logged out (or awaiting consent) fails at once instead of after the
+        whole queue timeout; accounts that all cool down past the deadline say when to retry."""
+        candidates = [w for w in self._workers.values() if serves(w, model)]
+        if not candidates:
+            return None  # nobody registered yet: a worker may still come (queue as usual)
+        back_at: list[float] = []
+        for w in candidates:
+            if w.state in TIMED_STATES:
+                back_at.append(w.cooldown_until)
+            elif w.state not in OUT_STATES and not w.leaving and not w.broken:
+                return None  # idle, busy or about to be
+        states = ", ".join(sorted({f"{w.profile} {w.state}" for w in candidates}))
+        if not back_at:
+            return error("no_workers", f"no account can serve {model!r} now ({states}); "
+                                       "replace the logged-out profiles")
+        wait = min(back_at) - now
+        if wait <= timeout:
+            return None
+        return error("no_workers", f"every account for {model!r} rests ({states})",
+                     retry_after_s=round(wait, 1))
 
     def _retry_after(self) -> float:
         """A rough wait before a retry may find room: the queue's drain time, within 1-5 s."""

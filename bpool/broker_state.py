@@ -30,7 +30,7 @@ COUNTERS = (
     "jobs_submitted", "jobs_done", "jobs_failed", "jobs_moved", "late_messages", "decode_errors",
     "workers_registered", "workers_expired", "workers_unreachable", "workers_left",
     "unknown_worker_messages", "version_mismatch", "queue_full", "queue_timeout", "cancelled",
-    "fronts_lost",
+    "fronts_lost", "repeated_ready",
 )
 
 

@@ -52,10 +52,12 @@ class Harness:
         self.now = 0.0
         self.live: set[bytes] = set()  # workers that keep sending heartbeats during wait()
 
-    def ready(self, ident: bytes, models=(), unusable=None, version=PROTOCOL_VERSION, profile=None):
+    def ready(self, ident: bytes, models=(), unusable=None, version=PROTOCOL_VERSION, profile=None,
+              incarnation=None):
         profile = profile or ident.decode()
         self.live.add(ident)
-        return self.w(ident, Ready(version, profile, 1234, "inc-" + profile, "camoufox", "a@x", tuple(models), unusable))
+        inc = incarnation or "inc-" + profile
+        return self.w(ident, Ready(version, profile, 1234, inc, "camoufox", "a@x", tuple(models), unusable))
 
     def w(self, ident: bytes, msg) -> list:
         return self.core.on_worker(ident, msg, ENC.encode(msg), self.now)
@@ -327,9 +329,12 @@ def test_logged_out_workers_are_excluded_until_usable_again():
     h = Harness()
     h.ready(b"w1", unusable=ErrorInfo("logged_out", "no session", 503))
     assert h.worker("w1").state == "logged_out"
-    assert assigns(h.submit("j1")) == []
+    # Nobody can serve it: at once, not after the whole queue timeout.
+    err = failures(h.submit("j0"))["j0"]
+    assert (err.kind, err.status) == ("no_workers", 503) and "w1 logged_out" in err.message
     h.ready(b"w2")
-    # w2 takes the waiting job; w1 is out of rotation, j2 waits for w2.
+    assert assigns(h.submit("j1")) == [(b"w2", "j1")]
+    # w1 is out of rotation: j2 waits for w2.
     assert assigns(h.submit("j2")) == []
     assert assigns(h.w(b"w1", AccountState(None))) == [(b"w1", "j2")]
     # Logged out in the middle of a job: out of rotation after its Idle.
@@ -456,7 +461,7 @@ def test_reregistration_drops_old_state(started, expect_moved):
     h.submit("j1")
     if started:
         h.w(b"w1", Started("j1"))
-    acts = h.ready(b"w1")  # the worker restarted its session with the same identity
+    acts = h.ready(b"w1", incarnation="inc-2")  # a new session under the same identity
     if expect_moved:
         assert assigns(acts) == [(b"w1", "j1")]
     else:
@@ -698,3 +703,30 @@ def test_jobs_query_answers_which_jobs_this_broker_holds():
     h.submit("queued")
     acts = h.f(JobsQuery(7, ("running", "queued", "from-the-old-broker")))
     assert acts == [SendFront(FRONT, JobsKnown(7, ("running", "queued")))]
+
+
+def test_a_repeated_ready_of_the_same_incarnation_is_not_a_new_registration():
+    """A Ready that crossed the broker's acknowledgement must not hand the job out twice."""
+    h = Harness()
+    h.ready(b"w1")
+    assert assigns(h.submit("j1")) == [(b"w1", "j1")]
+    acts = h.ready(b"w1")  # the same Ready again
+    assert assigns(acts) == [] and failures(acts) == {}
+    assert [type(a.msg) for a in acts] == [Heartbeat]
+    assert h.worker("w1").state == "busy" and h.counters["repeated_ready"] == 1
+    h.finish(b"w1", "j1")
+    assert h.counters["jobs_done"] == 1
+
+
+def test_accounts_that_all_rest_past_the_deadline_say_when_to_retry():
+    h = Harness(queue_timeout_s=10.0)
+    h.ready(b"w1")
+    h.ready(b"w2")
+    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=300.0)))
+    h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=120.0)))
+    err = failures(h.submit("j1"))["j1"]
+    assert err.kind == "no_workers" and err.retry_after_s == 120.0
+    # One of them back within the deadline: the job waits for it.
+    h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=5.0)))
+    assert failures(h.submit("j2")) == {}
+    assert assigns(h.wait(6.0)) == [(b"w2", "j2")]

@@ -306,3 +306,21 @@ def test_second_broker_on_the_same_run_dir_refuses_to_start(broker, tmp_path, st
     assert second.wait(20) == 1
     assert "another broker" in (tmp_path / "broker.log").read_text()
     assert ping(pool, 6) == first_id and proc.poll() is None
+
+
+def test_a_duplicate_ready_does_not_send_the_job_twice(broker):
+    """A raw DEALER repeats its Ready while holding a job: one Assign only, and the client's
+    job still ends normally."""
+    _, pool = broker
+    w = pool.register("frank")
+    pool.front.send(p.Submit("job-dup", SPEC))
+    assert w.expect(p.Assign)[0].job_id == "job-dup"
+    assert pool.front.expect(p.Assigned)[0].profile_id == "frank"
+    w.send(p.Ready(p.PROTOCOL_VERSION, "frank", os.getpid(), "inc-frank", "test", "", ()))
+    pool.wait_status(lambda st: st.counters["repeated_ready"] == 1)
+    w.send(p.Done("job-dup", "stop"))
+    done, _ = pool.front.expect(p.Done)
+    assert done.job_id == "job-dup"
+    # No second Assign reached the worker meanwhile (heartbeats only).
+    while (raw := w.recv_raw(0.2)) is not None:
+        assert isinstance(w.dec.decode(raw), p.Heartbeat)
