@@ -14,10 +14,11 @@ Camoufox runs init scripts and evaluations in an isolated world, so it is launch
 `main_world_eval=True` and the page tap goes in as a main-world ("mw:") init script that reaches
 the Python binding through a relay (tap.py). What the tests check without a Camoufox browser: the
 launch options handed to camoufox, the scripts and their prefix, and the relay and the prefixed
-scripts working in Chromium. What only a machine with Camoufox 152.0.4-beta.30 or later can
-show: that the prefixed tap really runs in the page's world there, that the relay's DOM events
-reach the automation's world, and that the page scripts (run in the isolated world) drive the
-page; the driver refuses to start (exit 78) when the tap reports it runs in an isolated world.
+scripts working in Chromium. What only a machine with a Camoufox build that has main-world
+init scripts (daijro/camoufox#745) can show: that the prefixed tap really runs in the page's
+world there, that the relay's DOM events reach the automation's world, and that the page
+scripts (run in the isolated world) drive the page. The driver refuses to start (exit 78) when
+the tap reports that it runs in an isolated world.
 
 Each profile's browser lives under `<run dir>/browsers/<profile>/` (private HOME and user-data
 dir, lock, pid record), is tagged for `procs.kill_tagged`, and is killed on every exit path.
