@@ -111,7 +111,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("ACTIVE_AUTH_JSON_PATH", str, "", "old single-file form of `BROWSER_PROFILE_DIR` (still read, with a warning)", group="ops"),
     Var("BPOOL_SIMULATOR", Literal["auto", "on", "off"], "auto", "`auto`: run the simulator (demo mode) only when there is no cookie file", group="ops"),
     Var("BPOOL_SUPERVISORD_CONF", str, "", "the supervisord.conf the `bpool` command operates", group="ops", shown_default="supervisord.conf"),
-    Var("BPOOL_POOL_PROCESS", str, "", "set by bpool.lifeline for every program supervisord runs (and all their children), so that a start after supervisord died can reap what it left (internal)", group="ops"),
+    Var("BPOOL_POOL_PROCESS", str, "", "set by bpool.ops.lifeline for every program supervisord runs (and all their children), so that a start after supervisord died can reap what it left (internal)", group="ops"),
     Var("BPOOL_WORKER_CMD", str, "", "command that replaces `python -m bpool.browser_proc` in generated programs (tests)", group="ops"),
     # -- the studio simulator
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
@@ -241,40 +241,6 @@ def front_endpoint(rd: Path | None = None) -> str:
 def worker_endpoint(rd: Path | None = None) -> str:
     """The broker's worker-side ROUTER (browser and fake workers connect here)."""
     return value("BPOOL_BROKER_WORKERS") or f"ipc://{(rd or run_dir()) / 'workers.sock'}"
-
-
-def heartbeat_interval_s() -> float:
-    return value("BPOOL_HEARTBEAT_INTERVAL_S")
-
-
-def heartbeat_liveness() -> int:
-    return value("BPOOL_HEARTBEAT_LIVENESS")
-
-
-# Old accessors, kept while every module moves to `build`/`value`.
-def env_str(name: str, default: str) -> str:
-    raw = os.environ.get(name)
-    return default if raw is None or raw == "" else raw
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SystemExit(f"bpool: {name}={raw!r} is not a number") from None
-
-
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"bpool: {name}={raw!r} is not an integer") from None
 
 
 # ------------------------------------------------------------------------------ the README table

@@ -10,7 +10,7 @@ frame). Structs are tagged by class name and array-like, so a message is a short
 A frame that does not decode into the union of its direction is the *peer's* fault: the receiver
 logs it, counts it and drops it (the broker answers an undecodable worker frame with `Disconnect`).
 
-Conversation rules (the broker contract, DESIGN.md):
+Conversation rules (the broker contract, docs/architecture.md):
 
 * A worker opens with `Ready` (carrying PROTOCOL_VERSION, its profile id, pid and a fresh
   incarnation id). The broker never sends `Assign` to an identity it has not seen `Ready` from and

@@ -14,7 +14,9 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from bpool import _zmq, protocol
+from bpool import protocol
+
+from bpool.wire import sockets as _zmq
 from bpool.protocol import FrontToBroker, Ping, PoolStatus, Pong, StatusQuery, StatusReply
 from bpool.testing.pool import Pool
 

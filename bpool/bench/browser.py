@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from bpool.bench.core import percentile
-from bpool.studio import procs
+from bpool.worker import procs
 from bpool.testing.pool import Pool
 
 PROMPT = "Tell me about queues."
@@ -109,7 +109,7 @@ class SimPool:
 
     def memory_kb(self) -> list[int]:
         """Each worker process and its whole process tree (by parent pid: Chromium's zygote and
-        renderers do not all keep the environment tag that bpool.studio.procs looks for)."""
+        renderers do not all keep the environment tag that bpool.worker.procs looks for)."""
         return [sum(_pss_kb(p) for p in _descendants(self.pool[f"browser-acct{i}"].pid))
                 for i in range(self.n)]
 

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import zmq
 
-from bpool import _zmq, protocol as p
+from bpool import protocol as p
+
+from bpool.wire import sockets as _zmq
 from bpool.testing.pool import Pool, free_port
 
 PAYLOAD = b"x" * 200

@@ -16,8 +16,10 @@ from typing import Callable
 import msgspec
 import zmq
 
-from bpool import _zmq, protocol
-from bpool.openai_schema import ApiError
+from bpool import protocol
+
+from bpool.wire import sockets as _zmq
+from bpool.front.errors import ApiError
 from bpool.protocol import (
     Assigned, BrokerToFront, Cancel, Chunk, Done, ErrorInfo, Failed, JobsKnown, JobsQuery, JobSpec,
     Ping, PoolStatus,
@@ -47,13 +49,6 @@ class BrokerWatch:
 
     def lost(self, now: float) -> bool:
         return now - self.last_pong > self.silence_s
-
-
-def error_of(info: ErrorInfo) -> ApiError:
-    retry = info.retry_after_s
-    if retry is None and info.status in (429, 503):
-        retry = 1.0  # "try again later" statuses always tell the client when
-    return ApiError(info.status, info.message, code=info.kind, retry_after_s=retry)
 
 
 class BrokerLink:

@@ -18,12 +18,12 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from bpool.front.broker_link import JobEvent, error_of
-from bpool.front.keys import LINK, REQUEST_ID, SETTINGS
+from bpool.front.broker_link import JobEvent
+from bpool.front.errors import ApiError, error_body, error_of
+from bpool.front.appstate import LINK, REQUEST_ID, SETTINGS
 from bpool.front.settings import FrontSettings
-from bpool.openai_schema import (
-    ApiError, ChatRequest, chunk_json, completion_json, error_body, estimate_usage,
-    parse_chat_request, to_job_spec,
+from bpool.front.schema import (
+    ChatRequest, chunk_json, completion_json, estimate_usage, parse_chat_request, to_job_spec,
 )
 from bpool.protocol import Assigned, Chunk, Done, Failed, JobSpec
 
@@ -57,12 +57,6 @@ class JobWait:
                 self.deadline = loop.time() + self.settings.job_timeout_s
             self.profile = event.profile_id
         return event
-
-
-def retry_after_header(seconds: float | None) -> dict[str, str]:
-    if seconds is None:
-        return {}
-    return {"Retry-After": str(max(1, int(-(-seconds // 1))))}
 
 
 def sse(data: Any) -> bytes:

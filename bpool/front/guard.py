@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bpool.front.keys import SETTINGS
+from bpool.front.appstate import SETTINGS
 from bpool.front.settings import FrontSettings, key_matches, presented_key
-from bpool.openai_schema import ApiError
+from bpool.front.errors import ApiError
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-Id"

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
-from bpool.openai_schema import error_body, error_type
+from bpool.front.errors import error_body, error_type
 
 log = logging.getLogger("bpool.front")
 

@@ -1,4 +1,4 @@
-"""The studio simulator: a local stand-in for the AI Studio chat page and its RPC host (AISTUDIO.md).
+"""The studio simulator: a local stand-in for the AI Studio chat page and its RPC host (docs/aistudio-page.md).
 
 Two origins, as on the real site: the page (`/prompts/new_chat`, sign-in, the admin API) and a
 separate RPC host on a second port that the page calls cross-origin with XMLHttpRequest and

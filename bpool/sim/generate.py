@@ -2,7 +2,7 @@
 
 Errors the service reports (quota, permission, an unsupported setting, injected frames) follow
 the `errors` knob: "frame" = HTTP 200 whose chunk list holds [null, [code, "message"]]
-(AISTUDIO.md), "bare" = HTTP 200 whose whole body is that frame, "http" = 429/403/400 with
+(docs/aistudio-page.md), "bare" = HTTP 200 whose whole body is that frame, "http" = 429/403/400 with
 `[,[code,"message"]]`. A malformed body, a missing session, a bad page token and an unknown
 model answer plain HTTP errors whatever the knob.
 """

@@ -72,7 +72,7 @@ def find_model(name: str) -> Model | None:
 
 
 def list_models_body() -> bytes:
-    """The ListModels answer: the anti-JSON-hijacking prefix, then [[entry, ...]] (AISTUDIO.md:
+    """The ListModels answer: the anti-JSON-hijacking prefix, then [[entry, ...]] (docs/aistudio-page.md:
     [0] "models/<id>", [3] display name, [4] description, [6] max output tokens)."""
     entries = [
         [f"models/{m.id}", None, None, m.display_name, m.description, None,

@@ -1,5 +1,5 @@
 """The RPC host: a second origin the page calls cross-origin, like
-https://alkalimakersuite-pa.clients6.google.com on the real site (AISTUDIO.md).
+https://alkalimakersuite-pa.clients6.google.com on the real site (docs/aistudio-page.md).
 
     OPTIONS  /$rpc/...                      CORS preflight: only the page's origin, with credentials
     GET|POST .../ListModels                 ")]}'\\n" + [[model entry, ...]]

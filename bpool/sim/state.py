@@ -104,7 +104,7 @@ class SimState:
     # ------------------------------------------------------------------ quota
     def take_quota(self, account: str, model: str, now: float) -> bool:
         """Count one request against the account's window for this model (free quotas are per
-        account AND per model, AISTUDIO.md); False = over quota (not counted)."""
+        account AND per model, docs/aistudio-page.md); False = over quota (not counted)."""
         if self.knobs.quota <= 0:
             return True
         window = self._quota.setdefault((account, model), deque())

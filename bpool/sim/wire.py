@@ -13,7 +13,7 @@ real captured body (bamboo-pan/nexus-studio tests/test_output.json), position by
                 [null, "text", null x 10, 1]        a thought: 1 at index 12
     usage     = [prompt, candidates|null, total, null, [[1, prompt]], null, null, null, null,
                  thought_tokens]                    on every chunk, counts so far
-    metadata  = [null, null, null, ["<response id>", n, n]]       a trailing chunk (AISTUDIO.md)
+    metadata  = [null, null, null, ["<response id>", n, n]]       a trailing chunk (docs/aistudio-page.md)
     error     = [null, [code, "message"]]           an element of the chunk list, or the whole
                                                     body with errors="bare"
 

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 from bpool.protocol import JobSpec, Usage
 from bpool.studio import page_js
 from bpool.studio.answer import AnswerLimits, Emit, read_answer
-from bpool.studio.engines import main_world_prefix
+from bpool.worker.engines import main_world_prefix
 from bpool.studio.outcomes import BrowserGone, StepError, location_problem, notice_problem
 from bpool.studio.panel import RunSettings
 from bpool.studio.popups import NEEDS_CONSENT, Popups, consent_error, prefs_init_script

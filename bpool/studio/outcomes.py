@@ -24,6 +24,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bpool import config
 from bpool.protocol import ErrorInfo, error
 from bpool.studio.stream_parser import (RPC_INVALID_ARGUMENT, RPC_NAMES, RPC_PERMISSION_DENIED,
                                         RPC_RESOURCE_EXHAUSTED, RPC_UNAUTHENTICATED)
@@ -56,8 +57,8 @@ class BrowserGone(Exception):
 
 @dataclass(frozen=True)
 class Cooldowns:
-    rate_limit_s: float = 300.0  # "too many requests": minutes
-    quota_s: float = 4 * 3600.0  # "exceeded quota": hours (free quotas are daily)
+    rate_limit_s: float = config.default("BPOOL_RATE_LIMIT_COOLDOWN_S")  # burst: minutes
+    quota_s: float = config.default("BPOOL_QUOTA_COOLDOWN_S")  # exceeded quota: hours
 
 
 def location_problem(url: str, title: str, *, signin_hosts: tuple[str, ...],

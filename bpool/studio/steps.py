@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, TypeVar
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
@@ -28,15 +29,22 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DriverSettings:
-    base_url: str = "https://aistudio.google.com"  # BPOOL_STUDIO_URL
-    step_timeout_s: float = 30.0  # BPOOL_STEP_TIMEOUT_S
-    navigation_timeout_s: float = 60.0  # BPOOL_NAVIGATION_TIMEOUT_S
+    ENV: ClassVar[dict[str, str]] = {
+        "base_url": "BPOOL_STUDIO_URL", "step_timeout_s": "BPOOL_STEP_TIMEOUT_S",
+        "navigation_timeout_s": "BPOOL_NAVIGATION_TIMEOUT_S",
+        "first_chunk_timeout_s": "BPOOL_FIRST_CHUNK_TIMEOUT_S",
+        "idle_timeout_s": "BPOOL_STREAM_IDLE_TIMEOUT_S",
+        "answer_timeout_s": "BPOOL_ANSWER_TIMEOUT_S", "temporary_chat": "BPOOL_TEMPORARY_CHAT",
+    }
+    base_url: str = config.default("BPOOL_STUDIO_URL")
+    step_timeout_s: config.Positive = config.default("BPOOL_STEP_TIMEOUT_S")
+    navigation_timeout_s: config.Positive = config.default("BPOOL_NAVIGATION_TIMEOUT_S")
     send_timeout_s: float = 20.0  # Run clicked → the page's request must start
-    first_chunk_timeout_s: float = 180.0  # BPOOL_FIRST_CHUNK_TIMEOUT_S (thinking takes a while)
-    idle_timeout_s: float = 120.0  # BPOOL_STREAM_IDLE_TIMEOUT_S: silence between pieces
-    answer_timeout_s: float = 900.0  # BPOOL_ANSWER_TIMEOUT_S: the whole answer
+    first_chunk_timeout_s: config.Positive = config.default("BPOOL_FIRST_CHUNK_TIMEOUT_S")
+    idle_timeout_s: config.Positive = config.default("BPOOL_STREAM_IDLE_TIMEOUT_S")
+    answer_timeout_s: config.Positive = config.default("BPOOL_ANSWER_TIMEOUT_S")
     models_wait_s: float = 10.0  # how long to wait for the page's own ListModels
-    temporary_chat: bool = True  # BPOOL_TEMPORARY_CHAT: prompts are not saved to the account
+    temporary_chat: bool = config.default("BPOOL_TEMPORARY_CHAT")
     popup_timeout_s: float = 5.0  # dismissing first-run popups, all of them together
     control_timeout_s: float = 5.0  # a panel, menu or select reacting to a click
     tap_hello_s: float = 5.0  # a new document's tap reporting in
@@ -44,19 +52,13 @@ class DriverSettings:
     snapshots_kept: int = 20
 
     @classmethod
-    def from_env(cls) -> "DriverSettings":
-        f = config.env_float
-        return cls(
-            base_url=config.env_str("BPOOL_STUDIO_URL", cls.base_url).rstrip("/"),
-            step_timeout_s=f("BPOOL_STEP_TIMEOUT_S", cls.step_timeout_s),
-            navigation_timeout_s=f("BPOOL_NAVIGATION_TIMEOUT_S", cls.navigation_timeout_s),
-            first_chunk_timeout_s=f("BPOOL_FIRST_CHUNK_TIMEOUT_S", cls.first_chunk_timeout_s),
-            idle_timeout_s=f("BPOOL_STREAM_IDLE_TIMEOUT_S", cls.idle_timeout_s),
-            answer_timeout_s=f("BPOOL_ANSWER_TIMEOUT_S", cls.answer_timeout_s),
-            temporary_chat=config.value("BPOOL_TEMPORARY_CHAT"),
-            cooldowns=Cooldowns(f("BPOOL_RATE_LIMIT_COOLDOWN_S", 300.0),
-                                f("BPOOL_QUOTA_COOLDOWN_S", 4 * 3600.0)),
-        )
+    def from_env(cls, overrides: dict | None = None) -> "DriverSettings":
+        """From the registry's variables; `overrides` (flags) win. ConfigError if invalid."""
+        s = config.build(cls, {
+            "cooldowns": Cooldowns(config.value("BPOOL_RATE_LIMIT_COOLDOWN_S"),
+                                   config.value("BPOOL_QUOTA_COOLDOWN_S")),
+            **(overrides or {})})
+        return dataclasses.replace(s, base_url=s.base_url.rstrip("/"))
 
     @property
     def new_chat_url(self) -> str:

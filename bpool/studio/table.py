@@ -4,7 +4,7 @@ Google changes the AI Studio page without notice, so nothing else in bpool spell
 the driver, the page scripts (page_js.py, which take selectors as arguments) and the tap
 (tap.js, configured from here) all read this table. Most elements have several candidates,
 current first, older ones after; a candidate that matches nothing costs nothing. Where each fact
-comes from is in AISTUDIO.md (the page contract) next to this repository.
+comes from is in docs/aistudio-page.md (the page contract) next to this repository.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """OpenAI `reasoning_effort` → the page's thinking controls (sans-IO).
 
-Models show one of two controls in the run-settings panel (AISTUDIO.md):
+Models show one of two controls in the run-settings panel (docs/aistudio-page.md):
 
 - newer models: a "Thinking Level" select (options such as Minimal / Low / Medium / High);
 - older models: a "Toggle thinking mode" switch (absent or disabled where thinking cannot be

@@ -1,5 +1,5 @@
 """A worker without a browser, for tests and benchmarks: a real process speaking the real worker
-protocol (through bpool.worker_link) that answers with text naming its profile.
+protocol (through bpool.worker.link) that answers with text naming its profile.
 
     python -m bpool.testing.fake_worker --profile-id ID [--latency-s S] [--chunks N]
         [--chunk-interval-s S] [--models a,b] [--reasoning] [--record FILE]
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bpool import config
 from bpool.protocol import ErrorInfo, Usage, error
-from bpool.worker_link import Job, JobError, LinkSettings, run_worker
+from bpool.worker.link import Job, JobError, LinkSettings, run_worker
 
 log = logging.getLogger("bpool.fake_worker")
 

@@ -104,7 +104,7 @@
         el('button', {type: 'button', class: 'ms-button-primary', text: 'Got it', onclick: done})))]);
   }
 
-  // A feature tip with "Got it" (AISTUDIO.md: "Got it" overlay buttons); its transparent
+  // A feature tip with "Got it" (docs/aistudio-page.md: "Got it" overlay buttons); its transparent
   // backdrop swallows clicks until it is dismissed.
   function featureTip() {
     let h = null;

@@ -212,7 +212,7 @@
     tokenCount.textContent = '';
     clearNotices();
     S.settings.reset();  // New chat restores the model's defaults (JaeWangL's live run)
-    setTemporary(false);  // and turns temporary chat off (AISTUDIO.md)
+    setTemporary(false);  // and turns temporary chat off (docs/aistudio-page.md)
     if (location.pathname !== '/prompts/new_chat') history.pushState(null, '', '/prompts/new_chat');
   }
 

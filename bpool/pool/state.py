@@ -1,0 +1,145 @@
+"""The broker's state records and the actions it asks its shell to perform (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Literal, NamedTuple, Union
+
+from bpool.protocol import (
+    Assign, Assigned, Cancel, Disconnect, ErrorInfo, Failed, Heartbeat, JobsKnown, JobSpec, Pong,
+    Ready, StatusReply, WorkerStatus, error,
+)
+
+WorkerState = Literal["idle", "busy", "draining", "cooling", "paused", "logged_out", "needs_consent"]
+JobState = Literal["queued", "running", "ended"]
+
+MAX_MOVES = 3  # a job goes to at most this many further workers, whatever the reasons
+# Account trouble (an error kind) -> the state that keeps the worker out of rotation.
+ACCOUNT_STATES: dict[str, WorkerState] = {
+    "rate_limited": "cooling",
+    "paused": "paused",
+    "logged_out": "logged_out",
+    "needs_consent": "needs_consent",
+}
+TIMED_STATES: tuple[WorkerState, ...] = ("cooling", "paused")  # end by themselves at `cooldown_until`
+OUT_STATES = tuple(ACCOUNT_STATES.values())  # an AccountState(error=None) ends any of them
+# A JobFailed of these kinds before any output was sent goes to another worker: the account or
+# browser failed, not the request.
+MOVABLE_KINDS = (*ACCOUNT_STATES, "broken")
+COUNTERS = (
+    "jobs_submitted", "jobs_done", "jobs_failed", "jobs_moved", "late_messages", "decode_errors",
+    "workers_registered", "workers_expired", "workers_unreachable", "workers_left",
+    "unknown_worker_messages", "version_mismatch", "queue_full", "queue_timeout", "cancelled",
+    "fronts_lost", "repeated_ready",
+)
+
+
+# ---------------------------------------------------------------------------- actions
+
+
+class SendWorker(NamedTuple):
+    identity: bytes
+    msg: Union[Assign, Cancel, Heartbeat, Disconnect]
+
+
+class SendFront(NamedTuple):
+    front: bytes
+    msg: Union[Assigned, Failed, Pong, StatusReply, JobsKnown]
+
+
+class ForwardFront(NamedTuple):
+    """A worker's Chunk/Done frame, passed on to the front unchanged (no re-encoding)."""
+
+    front: bytes
+    raw: bytes
+
+
+Action = Union[SendWorker, SendFront, ForwardFront]
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    job_id: str
+    spec: JobSpec
+    front: bytes
+    queue_timeout_s: float
+    deadline: float = 0.0
+    state: JobState = "queued"
+    worker: bytes | None = None
+    started: bool = False
+    moves: int = 0
+    moved_for_death: bool = False
+    assigned_at: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class Worker:
+    identity: bytes
+    ready: Ready
+    models: frozenset[str]
+    state: WorkerState  # only ever changed by BrokerCore._set_state
+    since: float
+    last_seen: float
+    last_sent: float
+    job: Job | None = None  # the job the client is still waiting on
+    held: bool = False  # between Assign and Idle, even after the job has ended
+    jobs_served: int = 0
+    last_error: str | None = None
+    cooldown_until: float = 0.0  # end of "cooling" or "paused"
+    pending: ErrorInfo | None = None  # account trouble reported mid-job, applied at Idle
+    broken: bool = False  # the worker cannot continue and will exit
+    leaving: bool = False  # Goodbye received
+
+    @property
+    def profile(self) -> str:
+        return self.ready.profile_id
+
+
+def serves(w: Worker, model: str) -> bool:
+    return not w.models or model in w.models
+
+
+def nobody_in_time(workers: Iterable[Worker], model: str, now: float, timeout: float
+                   ) -> ErrorInfo | None:
+    """Why no registered worker can take `model` before the queue deadline, if none can:
+    every account logged out (or awaiting consent) fails at once instead of after the
+    whole queue timeout; accounts that all cool down past the deadline say when to retry."""
+    candidates = [w for w in workers if serves(w, model)]
+    if not candidates:
+        return None  # nobody registered yet: a worker may still come (queue as usual)
+    back_at: list[float] = []
+    for w in candidates:
+        if w.state in TIMED_STATES:
+            back_at.append(w.cooldown_until)
+        elif w.state not in OUT_STATES and not w.leaving and not w.broken:
+            return None  # idle, busy or about to be
+    states = ", ".join(sorted({f"{w.profile} {w.state}" for w in candidates}))
+    if not back_at:
+        return error("no_workers", f"no account can serve {model!r} now ({states}); "
+                                   "replace the logged-out profiles")
+    wait = min(back_at) - now
+    if wait <= timeout:
+        return None
+    return error("no_workers", f"every account for {model!r} rests ({states})",
+                 retry_after_s=round(wait, 1))
+
+
+def worker_status(w: Worker, now: float) -> WorkerStatus:
+    return WorkerStatus(
+        profile_id=w.profile,
+        state=w.state,
+        since_s=round(now - w.since, 3),
+        jobs_served=w.jobs_served,
+        last_error=w.last_error,
+        pid=w.ready.pid,
+        engine=w.ready.engine,
+        account=w.ready.account,
+        models=w.ready.models,
+        job_id=w.job.job_id if w.job is not None else None,
+        cooldown_remaining_s=(
+            round(max(0.0, w.cooldown_until - now), 3) if w.state in TIMED_STATES else None
+        ),
+    )
