@@ -134,7 +134,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         if job_id in link.jobs:
             link.cancel(job_id)
         log.info("request %s job %s profile %s: %s in %.2f s", request[REQUEST_ID], job_id,
-                 wait.profile, outcome, time.monotonic() - t0)
+                 wait.profile, outcome, time.monotonic() - t0,
+                 extra={"request_id": request[REQUEST_ID], "job_id": job_id,
+                        "profile": wait.profile})
 
 
 async def _collect(
