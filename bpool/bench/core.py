@@ -3,23 +3,24 @@
 1. floor      raw pyzmq DEALER -> ROUTER echo between two processes (one round trip)
 2. broker     raw DEALER "front" -> real broker -> raw instant DEALER workers -> back
 3. http       HTTP client -> real front -> real broker -> real fake workers -> back
-              (sequential latency, then throughput with wrk, or a Python client without wrk),
+              (sequential latency, then throughput under load from a multi-process aiohttp client),
               beside an aiohttp hello-world on the same machine as the HTTP ceiling
 4. stream     time from a worker emitting a chunk to the HTTP client reading it as SSE
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import aiohttp
+import multiprocess
 import zmq
 
 from bpool import protocol as p
@@ -239,45 +240,57 @@ def _http_sequential(port: int, n: int, path: str = "/v1/chat/completions") -> l
     return lat
 
 
-WRK_LUA = """
-wrk.method = "POST"
-wrk.body = '%s'
-wrk.headers["Content-Type"] = "application/json"
-"""
+def _load_proc(args: tuple[int, float, int]) -> tuple[int, int, list[float]]:
+    """One load-generating process: `conns` keep-alive connections posting for `seconds`;
+    (answered 2xx, other statuses, latencies)."""
+    port, seconds, conns = args
+    ok = bad = 0
+    lat: list[float] = []
+
+    async def one(session: aiohttp.ClientSession, end: float) -> None:
+        nonlocal ok, bad
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            async with session.post(url, data=CHAT_BODY,
+                                    headers={"content-type": "application/json"}) as resp:
+                await resp.read()
+            lat.append(time.perf_counter() - t0)
+            if resp.status == 200:
+                ok += 1
+            else:
+                bad += 1
+
+    async def run() -> None:
+        connector = aiohttp.TCPConnector(limit=conns)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            end = time.perf_counter() + seconds
+            await asyncio.gather(*(one(session, end) for _ in range(conns)))
+
+    asyncio.run(run())
+    return ok, bad, lat
 
 
-def _wrk(port: int, seconds: int, conns: int, run: Path) -> tuple[float, float, float, int]:
-    lua = run / "post.lua"
-    lua.write_text(WRK_LUA % CHAT_BODY.decode())
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua),
-         f"http://127.0.0.1:{port}/v1/chat/completions"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rps = float(out.split("Requests/sec:")[1].split()[0])
-    pct = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in ("50%", "99%"):
-            pct[parts[0]] = _wrk_ms(parts[1])
-    bad = int(out.split("Non-2xx or 3xx responses:")[1].split()[0]) if "Non-2xx" in out else 0
-    return rps, pct["50%"], pct["99%"], bad
-
-
-def _wrk_ms(text: str) -> float:
-    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * factor
-    raise ValueError(text)
+def _load(port: int, seconds: int, conns: int, procs: int = 2) -> tuple[float, float, float, int]:
+    """Requests/s, p50 and p99 ms, non-2xx count: `conns` connections over `procs` processes
+    (the `multiprocess` pool; no load-generator binary needed)."""
+    per = max(1, conns // procs)
+    with multiprocess.Pool(procs) as workers:
+        t0 = time.perf_counter()
+        parts = workers.map(_load_proc, [(port, float(seconds), per)] * procs)
+        elapsed = time.perf_counter() - t0
+    ok = sum(p[0] for p in parts)
+    bad = sum(p[1] for p in parts)
+    lat = sorted(x for p in parts for x in p[2])
+    return ((ok + bad) / elapsed, percentile(lat, 50) * 1e3, percentile(lat, 99) * 1e3, bad)
 
 
 def measure_http(pool: Pool, n: int, seconds: int, workers: int = 3) -> list[dict]:
-    run = pool.run_dir
     results = []
     hello_port = free_port()
     pool.start_module("hello", "bpool.bench", "_hello", str(hello_port))
     pool.wait_until(lambda: _answers(hello_port), 15, "hello server")
-    results.append(_http_row("ceiling: aiohttp hello-world", hello_port, n, seconds, run))
+    results.append(_http_row("ceiling: aiohttp hello-world", hello_port, n, seconds))
 
     port = pool.port
     pool.start_broker()
@@ -288,18 +301,16 @@ def measure_http(pool: Pool, n: int, seconds: int, workers: int = 3) -> list[dic
     pool.wait_idle(workers)
     results.append(
         _http_row(f"full path: HTTP -> front -> broker -> fake worker ({workers})", port, n,
-                  seconds, run)
+                  seconds)
     )
     return results
 
 
-def _http_row(name: str, port: int, n: int, seconds: int, run: Path) -> dict:
+def _http_row(name: str, port: int, n: int, seconds: int) -> dict:
     lat = _http_sequential(port, n)
     row = _stats(name + ", sequential", lat, len(lat) / sum(lat))
-    if shutil.which("wrk"):
-        rps, p50, p99, bad = _wrk(port, seconds, 32, run)
-        return {**row, "load_rps": rps, "load_p50_ms": p50, "load_p99_ms": p99, "load_bad": bad}
-    return row
+    rps, p50, p99, bad = _load(port, seconds, 32)
+    return {**row, "load_rps": rps, "load_p50_ms": p50, "load_p99_ms": p99, "load_bad": bad}
 
 
 def measure_stream(pool: Pool, chunks: int, interval_s: float, reqs: int) -> dict:
@@ -361,6 +372,6 @@ def print_table(rows: list[dict]) -> None:
         rps = f"{r['rps']:.0f}" if r.get("rps") else "-"
         print(f"{r['name']:<68} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {rps:>8}")
         if "load_rps" in r:
-            print(f"{'  under load (wrk, 32 connections)':<68} {r['load_p50_ms']:>8.3f} "
+            print(f"{'  under load (32 connections, 2 client processes)':<68} {r['load_p50_ms']:>8.3f} "
                   f"{r['load_p99_ms']:>8.3f} {r['load_rps']:>8.0f}"
                   + (f"  non-2xx: {r['load_bad']}" if r["load_bad"] else ""))
