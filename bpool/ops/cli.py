@@ -2,14 +2,21 @@
 
     bpool profiles sync [--auth-directory DIR] [--render-only] [--simulator auto|on|off]
     bpool profiles check FILE...          validate cookie files (exit 1 if any is unusable)
-    bpool profiles list                   generated programs, their cookie files and states
+    bpool profiles list                   every profile: supervisord's and the broker's state
     bpool profiles path NAME              the cookie file profile NAME runs with
     bpool profiles restart NAME [--wait S]  stop (the worker drains), start, optionally wait
     bpool wait-profile NAME [--timeout S] [--not-pid PID]
     bpool config table | check            the settings registry; check this environment's values
+    bpool doctor PROFILE [--studio-url URL] [--model ID] [--prompt TEXT] [--capture DIR]
+                 [--browser auto|camoufox|chromium] [--headed] [--timeout-s S]
+                                          run one cookie file through every step of the page
+                                          (exit 1 naming the step that failed, 78 bad profile
+                                          file or no browser)
 
 Every command finds the pool through supervisord.conf (`--conf`, BPOOL_SUPERVISORD_CONF, default
-the checkout's); the front through BPOOL_HOST / BPOOL_PORT. See docs/operations.md.
+the checkout's) and runs with the settings the pool was started with, recorded in its
+run/pool.json (bpool.ops.target); a different value in this shell is named and ignored. See
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -19,28 +26,25 @@ import sys
 from pathlib import Path
 
 from bpool import config
-from bpool.ops import apply, render, wait as waiting
+from bpool.ops import apply, render, target
 
 
 
+
+
+def _target(args: argparse.Namespace, starting: bool = False) -> target.Target:
+    return target.resolve(args.conf, starting=starting,
+                          auth_directory=getattr(args, "auth_directory", None),
+                          simulator=getattr(args, "simulator", None))
 
 
 def _settings(args: argparse.Namespace) -> render.SyncSettings:
-    s = render.SyncSettings.from_env(args.conf)
-    changes = {}
-    if getattr(args, "auth_directory", None) is not None:
-        changes["auth_dir"] = args.auth_directory.resolve()
-    if getattr(args, "simulator", None) is not None:
-        changes["simulator"] = args.simulator
-    if changes:
-        from dataclasses import replace
-
-        s = replace(s, **changes)
-    return s
+    return _target(args).settings
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    return apply.sync(_settings(args), render_only=args.render_only)
+    t = _target(args, starting=True)
+    return apply.sync(t.settings, render_only=args.render_only, rec=t.rec)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -49,50 +53,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return profiles.main(["check", *map(str, args.files)])
 
 
-def _generated(s: render.SyncSettings) -> dict[str, Path | None]:
-    out = {}
-    for fname, text in apply.read_generated(s.include_dir).items():
-        program = fname.removesuffix(".conf")
-        if program.startswith(render.PROGRAM_PREFIX):
-            out[program.removeprefix(render.PROGRAM_PREFIX)] = render.profile_file_of(text)
-    return out
-
-
 def cmd_path(args: argparse.Namespace) -> int:
-    known = _generated(_settings(args))
-    path = known.get(args.name)
-    if path is None:
-        names = ", ".join(sorted(known)) or "none"
-        print(f"bpool: no profile {args.name!r} (known: {names}); run `bpool profiles sync` "
-              "after adding its cookie file", file=sys.stderr)
+    t = _target(args)
+    why = target.unknown(t, args.name)
+    if why:
+        print(f"bpool: {why}", file=sys.stderr)
         return 1
-    print(path)
+    print(target.generated(t.settings)[args.name])
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    s = _settings(args)
-    with apply.connect(s) as proxy:
-        for name, path in sorted(_generated(s).items()):
-            info = waiting.proc_info(proxy, name)
-            state = f"{info['statename']} pid {info['pid']}" if info else "not in supervisord"
-            print(f"{render.PROGRAM_PREFIX}{name}\t{state}\t{path}")
-    return 0
-
-
-def _wait(proxy: object, name: str, timeout_s: float, not_pid: int | None) -> int:
-    url = waiting.health_url()
-    verdict = waiting.wait(
-        name, timeout_s,
-        fetch=lambda: waiting.fetch_workers(url),
-        info=lambda: waiting.proc_info(proxy, name),
-        not_pid=not_pid,
-    )
-    print(f"bpool: {verdict.message}", file=sys.stdout if verdict.ok else sys.stderr)
-    tail = "" if verdict.ok else waiting.log_tail(proxy, name)
-    if tail:
-        print(f"last lines of {render.PROGRAM_PREFIX}{name}'s log:\n{tail}", file=sys.stderr)
-    return 0 if verdict.ok else 1
+    return target.list_profiles(_target(args))
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
@@ -101,7 +73,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
     import xmlrpc.client
 
     program = render.PROGRAM_PREFIX + args.name
-    with apply.connect(_settings(args)) as proxy:
+    t = _target(args)
+    with apply.connect(t.settings) as proxy:
         if proxy is None:
             print("bpool: supervisord is not running", file=sys.stderr)
             return 1
@@ -120,12 +93,35 @@ def cmd_restart(args: argparse.Namespace) -> int:
             return 1
         if args.wait is None:
             return 0
-        return _wait(proxy, args.name, args.wait, old_pid)
+        return target.wait_profile(t, proxy, args.name, args.wait, old_pid)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    with apply.connect(_settings(args)) as proxy:
-        return _wait(proxy, args.name, args.timeout, args.not_pid)
+    t = _target(args)
+    with apply.connect(t.settings) as proxy:
+        return target.wait_profile(t, proxy, args.name, args.timeout, args.not_pid)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bpool.studio import doctor  # the browser stack only for the command that needs it
+
+    return doctor.main(args)
+
+
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("profile", type=Path, help="the profile's cookie file (cookies/NAME.json)")
+    p.add_argument("--studio-url", help="BPOOL_STUDIO_URL (default https://aistudio.google.com)")
+    p.add_argument("--model", help="the model to switch to and ask (default: the first offered)")
+    p.add_argument("--prompt", default=None, help="what to ask (default: a short fixed prompt)")
+    p.add_argument("--browser", choices=("auto", "camoufox", "chromium"), help="BPOOL_BROWSER")
+    p.add_argument("--headed", action="store_true", help="show the window (BPOOL_HEADLESS=0)")
+    p.add_argument("--timeout-s", type=float, default=None, metavar="S",
+                   help="the longest any wait of a step may take (default 120)")
+    p.add_argument("--capture", type=Path, default=None, metavar="DIR",
+                   help="also save the page's ListModels / GenerateContent bodies, private "
+                        "values removed")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="BPOOL_RUN_DIR (the doctor's browser and snapshots: <run dir>/doctor/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--not-pid", type=int, default=None,
                     help="the pid of the worker being replaced (its entry does not count)")
     wa.set_defaults(func=cmd_wait)
+    dr = sub.add_parser("doctor", help="check one profile against the live page, step by step")
+    _doctor_arguments(dr)
+    dr.set_defaults(func=cmd_doctor)
     co = sub.add_parser("config", help="the settings registry")
     csub = co.add_subparsers(dest="action", required=True)
     csub.add_parser("table", help="print the README's configuration tables").set_defaults(

@@ -84,7 +84,8 @@ class StudioDriver:
         async with self.x.step(TAP_STEP):
             await self.context.expose_binding(self.t.binding, self.tap.on_message)
             methods = (self.t.generate_method, self.t.models_method)
-            for script in tap_scripts(self.t.binding, methods, main_world_prefix(self.engine)):
+            for script in tap_scripts(self.t.binding, methods, main_world_prefix(self.engine),
+                                      bodies=self.tap.keep_bodies):
                 await self.context.add_init_script(script=script)
             await self.context.add_init_script(script=prefs_init_script(self.x))
             pages = self.context.pages

@@ -6,6 +6,7 @@
 // CountTokens. For each tapped request it posts messages tagged with a per-request id and a
 // sequence number:
 //   {id, seq, kind, event: "open",  url, model}      sent; model = the request body's [0]
+//                                                    (+ body, its text, when config.bodies)
 //   {id, seq, kind, event: "start", url, status}     response headers arrived (HTTP status)
 //   {id, seq, kind, event: "data",  data}            a piece of the body, already decoded text
 //   {id, seq, kind, event: "end"}                    the body is complete
@@ -63,31 +64,34 @@
     } catch (e) { /* fall through */ }
     return '';
   };
-  const modelOf = (body) => {
-    const text = bodyText(body);
-    return (text && typeof text.then === 'function')
-      ? text.then(modelOfText, () => '') : modelOfText(text);
+  // What "open" says about the request: its model, and its whole text only when asked
+  // (`bpool doctor --capture`; a job's prompt need not cross the binding twice).
+  const opened = (url, text) => {
+    const info = {url, model: modelOfText(text)};
+    if (config.bodies) info.body = typeof text === 'string' ? text : '';
+    return info;
   };
 
   const salt = Math.random().toString(36).slice(2, 8);
   let counter = 0;
-  // `model` may be a promise (a Blob or Request body): then "open" and everything after it wait.
-  const channel = (kind, url, model) => {
+  // `text` (the request body) may be a promise (a Blob or Request body): then "open" and
+  // everything after it wait.
+  const channel = (kind, url, text) => {
     const id = salt + '-' + (++counter);
     let seq = 0;
     let queue = null;
     const emit = (event, extra) => post(Object.assign({id, seq: seq++, kind, event}, extra || {}));
     const send = (event, extra) => { if (queue) queue.push([event, extra]); else emit(event, extra); };
-    if (model && typeof model.then === 'function') {
+    if (text && typeof text.then === 'function') {
       queue = [];
-      model.then((m) => m, () => '').then((m) => {
-        emit('open', {url, model: m || ''});
+      text.then((t) => t, () => '').then((t) => {
+        emit('open', opened(url, t));
         const held = queue;
         queue = null;
         for (const [event, extra] of held) emit(event, extra);
       });
     } else {
-      emit('open', {url, model: model || ''});
+      emit('open', opened(url, text));
     }
     return send;
   };
@@ -101,16 +105,16 @@
       const isRequest = typeof Request === 'function' && input instanceof Request;
       try { url = isRequest ? input.url : String(input); } catch (e) { url = ''; }
       const kind = kindOf(url);
-      let model = '';
+      let text = '';
       if (kind) {
         try {
-          if (init && init.body != null) model = modelOf(init.body);
-          else if (isRequest) model = input.clone().text().then(modelOfText, () => '');
-        } catch (e) { model = ''; }
+          if (init && init.body != null) text = bodyText(init.body);
+          else if (isRequest) text = input.clone().text();
+        } catch (e) { text = ''; }
       }
       const pending = origFetch.apply(this, arguments);
       if (!kind) return pending;
-      const send = channel(kind, url, model);
+      const send = channel(kind, url, text);
       return pending.then((resp) => {
         send('start', {url: resp.url || url, status: resp.status});
         let copy = null;
@@ -159,14 +163,14 @@
       const url = urls.get(this);
       const kind = url ? kindOf(url) : null;
       if (kind) {
-        let model = '';
-        try { model = modelOf(body); } catch (e) { model = ''; }
-        tapXhr(this, kind, url, model);
+        let text = '';
+        try { text = bodyText(body); } catch (e) { text = ''; }
+        tapXhr(this, kind, url, text);
       }
       return origSend.apply(this, arguments);
     };
-    const tapXhr = (xhr, kind, url, model) => {
-      const send = channel(kind, url, model);
+    const tapXhr = (xhr, kind, url, text) => {
+      const send = channel(kind, url, text);
       let started = false;
       let seen = 0;
       const textual = () => xhr.responseType === '' || xhr.responseType === 'text';

@@ -5,7 +5,8 @@ tap.js posts `{id, seq, kind, event, ...}` messages through an exposed binding. 
 GenerateContent request to the driver as a `TapStream` it can iterate while the answer streams;
 `TapStream.model` is the model the page's request body names. ListModels bodies are kept whole:
 the latest one is the account's model list. The script's "hello" (once per document) says the
-tap is live and in which world it runs.
+tap is live and in which world it runs. With `keep_bodies` (set before the scripts are made:
+`bpool doctor --capture`) every tapped request is kept whole, request body included, in `kept`.
 
 Where the browser runs init scripts outside the page's own world (Camoufox since 152.0.4-beta.29),
 the tap is installed as a main-world script and reaches the binding through `RELAY_JS`, which
@@ -46,27 +47,33 @@ RELAY_JS = """(function (cfg) {
 """
 
 
-def tap_script(binding: str, methods: tuple[str, ...], relay: str = "") -> str:
-    """tap.js with the binding name, the RPC method names and the relay event (or none)."""
+def tap_script(binding: str, methods: tuple[str, ...], relay: str = "",
+               bodies: bool = False) -> str:
+    """tap.js with the binding name, the RPC method names and the relay event (or none);
+    `bodies`: "open" messages carry the request body's text."""
     source = TAP_JS.read_text(encoding="utf-8")
     head, sep, tail = source.rpartition(_CONFIG_MARK)
     if not sep:
         raise RuntimeError(f"{TAP_JS} lost its {_CONFIG_MARK} marker")
     end = tail.index("});")  # the default config object ends the file: `{...});`
-    config = json.dumps({"binding": binding, "methods": list(methods), "relay": relay,
-                         "pollMs": POLL_MS})
+    values: dict[str, Any] = {"binding": binding, "methods": list(methods), "relay": relay,
+                              "pollMs": POLL_MS}
+    if bodies:
+        values["bodies"] = True
+    config = json.dumps(values)
     return head + config + tail[end + 1:]
 
 
-def tap_scripts(binding: str, methods: tuple[str, ...], main_world_prefix: str = "") -> list[str]:
+def tap_scripts(binding: str, methods: tuple[str, ...], main_world_prefix: str = "",
+                bodies: bool = False) -> list[str]:
     """The init scripts that install the tap, in order. Without a prefix: tap.js alone (it runs
     in the page's world and calls the binding itself). With one (Camoufox's "mw:"): the relay in
     the automation's world, then tap.js marked to run in the page's world, posting via events."""
     if not main_world_prefix:
-        return [tap_script(binding, methods)]
+        return [tap_script(binding, methods, bodies=bodies)]
     event = "bpool-" + secrets.token_hex(6)  # per process: the page cannot guess it in advance
     relay = RELAY_JS % json.dumps({"binding": binding, "event": event})
-    return [relay, main_world_prefix + tap_script(binding, methods, relay=event)]
+    return [relay, main_world_prefix + tap_script(binding, methods, relay=event, bodies=bodies)]
 
 
 class TapClosed(Exception):
@@ -89,12 +96,13 @@ class TapStream:
     kind: str
     url: str
     model: str = ""  # "models/<id>" from the request body; "" when it could not be read
+    request_body: str = ""  # only with Tap.keep_bodies
     status: int | None = None
     done: bool = False
     _queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     _next_seq: int = 0
     _held: dict = field(default_factory=dict)
-    text: list = field(default_factory=list)  # kept only for ListModels
+    text: list = field(default_factory=list)  # the body: ListModels, or with Tap.keep_bodies
 
     async def next(self, timeout_s: float | None) -> Piece:
         """The next piece; asyncio.TimeoutError when none arrives in time."""
@@ -113,6 +121,8 @@ class Tap:
         self.closed = False
         self.hello = asyncio.Event()  # set by each new document's tap; the driver clears it
         self.hello_world = ""  # "page", or "isolated" when the tap cannot see the page's requests
+        self.keep_bodies = False  # keep every request whole in `kept` (tap_scripts(bodies=True))
+        self.kept: list[TapStream] = []
 
     # -- binding callback (Playwright calls it with the frame source first)
 
@@ -141,10 +151,14 @@ class Tap:
                 return  # a request older than our bookkeeping: nothing to do with it
             kind = str(msg.get("kind", ""))
             model = msg.get("model")
+            body = msg.get("body")
             stream = TapStream(sid, kind, str(msg.get("url", "")),
-                               model=model if isinstance(model, str) else "")
+                               model=model if isinstance(model, str) else "",
+                               request_body=body if isinstance(body, str) else "")
             stream._next_seq = 1
             self._streams[sid] = stream
+            if self.keep_bodies:
+                self.kept.append(stream)
             self._forget_old()
             if kind == self.generate_method:
                 self._new.put_nowait(stream)
@@ -172,6 +186,8 @@ class Tap:
         if stream.kind == self.models_method:
             self._collect_models(stream, piece)
         else:
+            if self.keep_bodies and piece.event == "data":
+                stream.text.append(piece.data)
             stream._queue.put_nowait(piece)
         if stream.done:
             self._streams.pop(stream.id, None)
