@@ -77,6 +77,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_JOB_TIMEOUT_S", Positive, 900.0, "the front's limit once a browser holds the request (then 504)", "s", group="front"),
     Var("BPOOL_STATUS_TIMEOUT_S", Positive, 2.0, "how long `/health` waits for the broker's status", "s", group="front"),
     Var("BPOOL_CORS_ORIGINS", str, "", "comma-separated web origins allowed to call the API from a browser (any other `Origin` gets 403)", group="front"),
+    Var("BPOOL_METRICS_PUBLIC", bool, False, "`1`: `/metrics` answers without an API key (for a scraper on a trusted network)", group="front"),
     Var("BPOOL_KEEPALIVE_TIMEOUT_S", Positive, 75.0, "an idle keep-alive connection is closed after this", "s", group="front"),
     Var("BPOOL_BODY_TIMEOUT_S", Positive, 30.0, "limit for receiving a request body (then 408)", "s", group="front"),
     Var("BPOOL_WRITE_TIMEOUT_S", Positive, 30.0, "a client that reads nothing of its answer for this long is cut off (its job cancelled)", "s", group="front"),

@@ -22,6 +22,7 @@ from bpool.front.chat import chat_completions
 from bpool.front.errors import (ApiError, error_body, error_response, error_type, json_response,
                                 retry_after_header)
 from bpool.front.guard import allowed_origin, check_key, cors_headers, health_view, preflight
+from bpool.front import metrics
 from bpool.front.schema import models_json
 from bpool.front.server import FrontRunner
 from bpool.front.settings import FrontSettings
@@ -47,7 +48,7 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         answer = preflight(request, origin) if origin else None
         if answer is not None:
             return answer
-        if request.path not in OPEN_PATHS:
+        if request.path not in OPEN_PATHS and not metrics.is_public(request):
             check_key(request, settings)
         resp = await handler(request)
     except web.HTTPException as exc:
@@ -119,6 +120,7 @@ def make_app(settings: FrontSettings) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
+    metrics.install(app)
     return app
 
 

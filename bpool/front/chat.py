@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from bpool.front.broker_link import JobEvent
 from bpool.front.errors import ApiError, error_body, error_of
 from bpool.front.appstate import LINK, REQUEST_ID, SETTINGS
+from bpool.front.metrics import CHAT_OBS, METRICS, ChatObs
 from bpool.front.settings import FrontSettings
 from bpool.front.schema import (
     ChatRequest, chunk_json, completion_json, estimate_usage, parse_chat_request, to_job_spec,
@@ -40,6 +41,7 @@ class JobWait:
         self.started = loop.time()
         self.deadline = self.started + settings.assign_wait_s
         self.profile: str | None = None
+        self.obs: ChatObs | None = None
 
     async def next(self) -> JobEvent:
         loop = asyncio.get_running_loop()
@@ -52,6 +54,8 @@ class JobWait:
                                retry_after_s=1.0) from None
             raise ApiError(504, f"The worker {self.profile} did not finish within "
                            f"{self.settings.job_timeout_s:g} s", code="timeout") from None
+        if self.obs is not None:
+            self.obs.saw(event)
         if isinstance(event, Assigned):
             if self.profile is None:
                 self.deadline = loop.time() + self.settings.job_timeout_s
@@ -110,10 +114,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     link = request.app[LINK]
     body = await read_body(request, settings)
     req = parse_chat_request(body)
+    request[CHAT_OBS] = obs = request.app[METRICS].chat(req.model)
     spec = to_job_spec(req)
     job_id = uuid.uuid4().hex
     queue = link.submit(job_id, spec, settings.queue_timeout_s)
     wait = JobWait(queue, settings)
+    wait.obs = obs
     outcome = "error"
     t0 = time.monotonic()
     try:

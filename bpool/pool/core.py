@@ -99,6 +99,7 @@ class BrokerCore(JobBook):
                 acts.append(ForwardFront(job.front, raw))
             case Started():
                 job.started = True
+                self.counters["jobs_started"] += 1
             case Done():
                 acts.append(ForwardFront(job.front, raw))
                 self._end_job(w, job, now)
@@ -353,6 +354,9 @@ class BrokerCore(JobBook):
                 log.info("worker %s: %s -> %s", w.profile, w.state, state)
             w.state = state
             w.since = now
+            if state == "cooling":  # per profile, for /metrics (profiles are few: one per file)
+                key = f"cooldowns:{w.profile}"
+                self.counters[key] = self.counters.get(key, 0) + 1
 
     def _take_idle(self, model: str) -> Worker | None:
         idle = self._idle

@@ -27,7 +27,8 @@ OUT_STATES = tuple(ACCOUNT_STATES.values())  # an AccountState(error=None) ends 
 # browser failed, not the request.
 MOVABLE_KINDS = (*ACCOUNT_STATES, "broken")
 COUNTERS = (
-    "jobs_submitted", "jobs_done", "jobs_failed", "jobs_moved", "late_messages", "decode_errors",
+    "jobs_submitted", "jobs_started", "jobs_done", "jobs_failed", "jobs_moved", "late_messages",
+    "decode_errors",
     "workers_registered", "workers_expired", "workers_unreachable", "workers_left",
     "unknown_worker_messages", "version_mismatch", "queue_full", "queue_timeout", "cancelled",
     "fronts_lost", "repeated_ready",
