@@ -80,6 +80,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_METRICS_PUBLIC", bool, False, "`1`: `/metrics` answers without an API key (for a scraper on a trusted network)", group="front"),
     Var("BPOOL_KEEPALIVE_TIMEOUT_S", Positive, 75.0, "an idle keep-alive connection is closed after this", "s", group="front"),
     Var("BPOOL_BODY_TIMEOUT_S", Positive, 30.0, "limit for receiving a request body (then 408)", "s", group="front"),
+    Var("BPOOL_POOL_MODE", Literal["", "demo", "accounts", "none"], "", "the pool's mode, set by sync for the front (run/front.env): `demo` marks answers `x-bpool-demo: 1`, `none` answers 503 `no_accounts` (internal)", group="front"),
     Var("BPOOL_WRITE_TIMEOUT_S", Positive, 30.0, "a client that reads nothing of its answer for this long is cut off (its job cancelled)", "s", group="front"),
     # -- the broker
     Var("BPOOL_MAX_QUEUE", NonNegativeInt, 256, "how many requests may wait (then 429 with `Retry-After`)", "requests", group="broker"),

@@ -71,14 +71,28 @@ async def list_models(request: web.Request) -> web.Response:
     return json_response(models_json(status.workers))
 
 
+POOL_MODE = web.AppKey("pool_mode", str)
+
+
+async def demo_header(request: web.Request, response: web.StreamResponse) -> None:
+    if request.app[POOL_MODE] == "demo":  # answers come from the simulator, not Google
+        response.headers["x-bpool-demo"] = "1"
+
+
+async def no_accounts(request: web.Request) -> web.Response:
+    raise ApiError(503, "no accounts: the pool has no cookie file, so no worker runs; add one "
+                   "and sync (docs/operations.md)", code="no_accounts")
+
+
 async def health(request: web.Request) -> web.Response:
     settings, link = request.app[SETTINGS], request.app[LINK]
     front = {"in_flight": len(link.jobs), "broker_ok": link.broker_ok, "counters": link.counters}
+    mode = {"mode": request.app[POOL_MODE]} if request.app[POOL_MODE] else {}
     try:
         status = await link.status(settings.status_timeout_s)
     except ApiError as exc:
         return json_response(health_view(request, {"status": "unavailable", "front": front,
-                                                   **exc.body()}),
+                                                   **mode, **exc.body()}),
                              503, retry_after_header(exc.retry_after_s))
     workers = [
         {"profile_id": w.profile_id, "state": w.state, "account": w.account,
@@ -90,6 +104,7 @@ async def health(request: web.Request) -> web.Response:
     ok = any(w.state in ("idle", "busy") for w in status.workers)
     body = {
         "status": "ok" if ok else "unavailable",
+        **mode,
         "broker_id": status.broker_id,
         "workers": workers,
         "idle": sum(w.state == "idle" for w in status.workers),
@@ -98,7 +113,10 @@ async def health(request: web.Request) -> web.Response:
         "counters": status.counters,
         "front": front,
     }
-    if not ok:
+    if not ok and request.app[POOL_MODE] == "none":
+        body.update(error_body("no accounts: the pool has no cookie file", error_type(503),
+                               None, "no_accounts"))
+    elif not ok:
         body.update(error_body("No worker is available", error_type(503), None, "no_workers"))
     return json_response(health_view(request, body), 200 if ok else 503)
 
@@ -106,7 +124,9 @@ async def health(request: web.Request) -> web.Response:
 def make_app(settings: FrontSettings) -> web.Application:
     app = web.Application(middlewares=[openai_errors], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[POOL_MODE] = config.value("BPOOL_POOL_MODE")
     app.on_response_prepare.append(cors_headers)
+    app.on_response_prepare.append(demo_header)
 
     async def broker_link(app: web.Application) -> AsyncIterator[None]:
         link = BrokerLink(settings.broker_endpoint, settings.heartbeat_interval_s,
@@ -117,7 +137,8 @@ def make_app(settings: FrontSettings) -> web.Application:
         await link.close()
 
     app.cleanup_ctx.append(broker_link)
-    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/chat/completions",
+                        no_accounts if app[POOL_MODE] == "none" else chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     metrics.install(app)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import xmlrpc.client
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator
 from supervisor.xmlrpc import SupervisorTransport
 
 from bpool.config import ensure_private_dir
+from bpool.ops import record
 from bpool.ops.render import (
     DEMO_NAMES, PROGRAM_PREFIX, Discovery, Plan, SyncSettings, candidates, desired, discover,
     front_stop_wait_s, is_managed, plan,
@@ -165,6 +167,16 @@ def reap_browsers(run_dir: Path, program: str) -> None:
         procs.kill_tagged(str(run_dir.resolve() / "browsers" / program[len(PROGRAM_PREFIX):]))
 
 
+def remove_profile_data(run_dir: Path, program: str) -> None:
+    """A removed profile's browser data (its logged-in browser profile) and page snapshots: they
+    hold the account's session and pages, and nothing will use them again. Called after its
+    worker stopped."""
+    if program.startswith(PROGRAM_PREFIX):
+        pid = program[len(PROGRAM_PREFIX):]
+        for sub in ("browsers", "snapshots"):
+            shutil.rmtree(run_dir / sub / pid, ignore_errors=True)
+
+
 def apply(proxy: Any, run_dir: Path) -> Applied:
     """Reread the configuration and apply the changes of generated programs only."""
     [[added, changed, removed]] = proxy.supervisor.reloadConfig()
@@ -185,6 +197,7 @@ def apply(proxy: Any, run_dir: Path) -> Applied:
     def remove(name: str) -> None:
         _stop_and_remove(proxy, name)
         reap_browsers(run_dir, name)
+        remove_profile_data(run_dir, name)
 
     # New capacity first, then replacements, then removals (which wait for their drain).
     each(added, proxy.supervisor.addProcessGroup, out.started)
@@ -196,17 +209,71 @@ def apply(proxy: Any, run_dir: Path) -> Applied:
 # ---------------------------------------------------------------------------- the whole sync
 
 
-def sync(settings: SyncSettings, *, render_only: bool = False, say: Say = print) -> int:
+def sync(settings: SyncSettings, *, render_only: bool = False, say: Say = print,
+         rec: record.PoolRecord | None = None) -> int:
     """Exit status: 0 all profiles applied, 1 some refused or failed (the rest applied),
-    2 nothing could be done."""
+    2 nothing could be done. `rec`, the pool's record (bpool.ops.record), learns the mode and
+    whether a real cookie file was seen, and is saved."""
     prepare_dirs(settings)
     # Two syncs at once (an operator and a script) would apply each other's half-written state.
     fd = os.open(settings.include_dir / ".sync.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return _sync_locked(settings, render_only, say)
+        return _sync_locked(settings, render_only, say, rec)
     finally:
         os.close(fd)
+
+
+FRONT_ENV = "front.env"  # read by bpool.ops.lifeline --env-file for [program:front]
+FRONT_PROGRAM = "front"
+
+
+def write_front_env(settings: SyncSettings, mode: str) -> bool:
+    """The front's BPOOL_POOL_MODE (demo header, /health's mode, 503 no_accounts); True when
+    it changed."""
+    path = settings.run_dir / FRONT_ENV
+    text = f"BPOOL_POOL_MODE={mode}\n"
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    tmp = settings.run_dir / f".{FRONT_ENV}.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def restart_front(proxy: Any) -> str | None:
+    """The front reads its mode at start; it drains its open responses on the way out."""
+    try:
+        try:
+            proxy.supervisor.stopProcess(FRONT_PROGRAM, True)
+        except xmlrpc.client.Fault as f:
+            if "NOT_RUNNING" not in f.faultString:
+                raise
+        proxy.supervisor.startProcess(FRONT_PROGRAM, False)
+    except xmlrpc.client.Fault as f:
+        return f"{FRONT_PROGRAM}: {f.faultString}"
+    return None
+
+
+def mode_notes(before: str, found: Discovery, settings: SyncSettings) -> list[str]:
+    now = found.mode
+    if before == now:
+        return []
+    if before == "demo" and now == "accounts":
+        return ["demo mode ended: the cookie directory has accounts, so the simulator and the "
+                "demo accounts stop and the workers drive the real site (to keep practising on "
+                "the simulator instead, sync with --simulator on)"]
+    if now == "none":
+        return [f"no cookie file in {settings.cookie_dir}: no worker runs and the front answers "
+                "503 no_accounts (a real cookie file was seen before, so this is not demo "
+                "mode; --simulator on runs the demo accounts)"]
+    if now == "demo" and before:
+        return ["demo mode: the workers drive the simulator and every answer carries "
+                "x-bpool-demo: 1"]
+    return []
 
 
 def stop_warnings(settings: SyncSettings) -> list[str]:
@@ -220,7 +287,8 @@ def stop_warnings(settings: SyncSettings) -> list[str]:
             "front mid-drain; raise stopwaitsecs"]
 
 
-def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
+def _sync_locked(settings: SyncSettings, render_only: bool, say: Say,
+                 rec: record.PoolRecord | None) -> int:
     if not supervisord_alive(settings):
         reaped = reap_orphans(settings)
         if reaped:
@@ -242,6 +310,14 @@ def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
     for name in p.kept:
         say(f"kept {name.removesuffix('.conf')} running with the cookies it started with")
     write_plan(settings.include_dir, p)
+    for note in mode_notes(rec.mode if rec else "", found, settings):
+        say(note)
+    front_changed = write_front_env(settings, found.mode)
+    if rec is not None:
+        rec.mode = found.mode
+        rec.real_profiles_seen = rec.real_profiles_seen or (bool(found.profiles)
+                                                            and not found.demo)
+        record.save(settings.run_dir, rec)
     status = 1 if found.refused else 0
     if render_only:
         say(f"wrote {len(p.write)} and removed {len(p.delete)} files in {settings.include_dir}")
@@ -252,13 +328,21 @@ def _sync_locked(settings: SyncSettings, render_only: bool, say: Say) -> int:
                 say(f"supervisord is not running ({settings.socket}): the programs start with it")
                 return status
             done = apply(proxy, settings.run_dir)
+            if front_changed:
+                err = restart_front(proxy)
+                if err:
+                    done.errors.append(err)
+                else:
+                    done.replaced.append(f"{FRONT_PROGRAM} (the pool is now in "
+                                         f"{found.mode} mode)")
     except (OSError, xmlrpc.client.Error) as exc:
         say(f"error: could not apply the change through supervisord: {exc}")
         return 2
     for name in done.started:
         say(f"started {name}")
     for name in done.replaced:
-        say(f"restarted {name} (its settings changed)")
+        say(f"restarted {name}" if name.startswith(FRONT_PROGRAM + " ")
+            else f"restarted {name} (its settings changed)")
     for name in done.stopped:
         say(f"stopped {name}")
     if done.others:

@@ -6,6 +6,7 @@
     bpool profiles path NAME              the cookie file profile NAME runs with
     bpool profiles restart NAME [--wait S]  stop (the worker drains), start, optionally wait
     bpool wait-profile NAME [--timeout S] [--not-pid PID]
+    bpool status [--json] [--watch [S]]  the pool as a table (exit 1 when no worker can serve)
     bpool config table | check            the settings registry; check this environment's values
     bpool doctor PROFILE [--studio-url URL] [--model ID] [--prompt TEXT] [--capture DIR]
                  [--browser auto|camoufox|chromium] [--headed] [--timeout-s S]
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from bpool import config
 from bpool.ops import apply, render, target
+from bpool.ops import status as pool_status
 
 
 
@@ -159,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--not-pid", type=int, default=None,
                     help="the pid of the worker being replaced (its entry does not count)")
     wa.set_defaults(func=cmd_wait)
+    st = sub.add_parser("status", help="the pool as a table (exit 1 when no worker can serve)")
+    pool_status.add_arguments(st)
+    st.set_defaults(func=pool_status.run)
     dr = sub.add_parser("doctor", help="check one profile against the live page, step by step")
     _doctor_arguments(dr)
     dr.set_defaults(func=cmd_doctor)

@@ -1,11 +1,13 @@
 """Start a pool program so that it dies with supervisord, and without secrets it does not need.
 
-    python -m bpool.ops.lifeline [--keep VAR]... -- COMMAND [ARG]...
+    python -m bpool.ops.lifeline [--keep VAR]... [--env-file FILE] -- COMMAND [ARG]...
 
 supervisord runs every program through this: it asks the kernel to send SIGTERM to the process
 when its parent (supervisord) dies (Linux `PR_SET_PDEATHSIG`, kept across exec), drops the
 secret variables the program was not given with `--keep`, and execs COMMAND in its place (same
-pid, so supervisord's signals reach the program itself). Without it a `kill -9` of supervisord
+pid, so supervisord's signals reach the program itself). `--env-file` adds the `BPOOL_*=value`
+lines of a file that sync writes (the front's BPOOL_POOL_MODE): supervisord's own environment
+is fixed when it starts, the pool's mode is not. Without it a `kill -9` of supervisord
 leaves the broker, the front and every worker running, holding the pool's locks and ports, and
 the next supervisord cannot start them.
 
@@ -47,29 +49,46 @@ def scrubbed(env: dict[str, str], keep: set[str] | frozenset[str] = frozenset()
     return {k: v for k, v in env.items() if k not in SECRET_ENV or k in keep}
 
 
-def parse(argv: list[str]) -> tuple[set[str], list[str]]:
+def read_env_file(path: str) -> dict[str, str]:
+    """`BPOOL_NAME=value` lines (others ignored); a missing file adds nothing."""
+    out: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                name, sep, val = line.strip().partition("=")
+                if sep and name.startswith("BPOOL_") and name not in SECRET_ENV:
+                    out[name] = val
+    except OSError:
+        pass
+    return out
+
+
+def parse(argv: list[str]) -> tuple[set[str], list[str], list[str]]:
     keep: set[str] = set()
+    env_files: list[str] = []
     i = 0
     while i < len(argv) and argv[i] != "--":
-        if argv[i] == "--keep" and i + 1 < len(argv):
-            keep.add(argv[i + 1])
+        if argv[i] in ("--keep", "--env-file") and i + 1 < len(argv):
+            (keep.add if argv[i] == "--keep" else env_files.append)(argv[i + 1])
             i += 2
         else:
             raise SystemExit(f"bpool.ops.lifeline: unexpected {argv[i]!r}; "
-                             "usage: [--keep VAR]... -- COMMAND [ARG]...")
+                             "usage: [--keep VAR]... [--env-file FILE] -- COMMAND [ARG]...")
     command = argv[i + 1:]
     if not command:
         raise SystemExit("bpool.ops.lifeline: no command after --")
-    return keep, command
+    return keep, command, env_files
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep, command = parse(sys.argv[1:] if argv is None else argv)
+    keep, command, env_files = parse(sys.argv[1:] if argv is None else argv)
     parent = os.getppid()
     set_parent_death_signal(signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the kernel could be told
         return 1
     env = scrubbed(dict(os.environ), keep)
+    for path in env_files:
+        env.update(read_env_file(path))
     run_dir = env.get("BPOOL_RUN_DIR")
     if run_dir:  # inherited by everything the program starts, browsers included
         env[POOL_MARK] = os.path.realpath(run_dir)

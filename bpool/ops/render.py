@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from bpool import config
 from bpool.config import REPO_ROOT
@@ -44,22 +44,30 @@ class SyncSettings:
     # Test hook (BPOOL_WORKER_CMD): a format string with {python}, {profile} and {profile_id}
     # replacing the browser worker's command, e.g. to run bpool.testing.fake_worker instead.
     worker_cmd: str | None = None
+    # A real cookie file was seen once (bpool.ops.record): from then on an empty cookie
+    # directory means "no accounts", not demo mode, unless the simulator is on.
+    real_profiles_seen: bool = False
 
     @classmethod
-    def from_env(cls, conf: Path | None = None) -> SyncSettings:
-        """From the registry's variables; config.ConfigError names a bad one."""
-        auth = config.value("BROWSER_PROFILE_DIR")
-        legacy = config.value("ACTIVE_AUTH_JSON_PATH")
-        conf = conf or Path(config.value("BPOOL_SUPERVISORD_CONF") or REPO_ROOT / "supervisord.conf")
+    def from_env(cls, conf: Path | None = None, env: Mapping[str, str] | None = None
+                 ) -> SyncSettings:
+        """From the registry's variables (of `env`, default this process's environment);
+        config.ConfigError names a bad one."""
+        def get(name: str) -> Any:
+            return config.value(name, env)
+
+        auth = get("BROWSER_PROFILE_DIR")
+        legacy = get("ACTIVE_AUTH_JSON_PATH")
+        conf = conf or Path(get("BPOOL_SUPERVISORD_CONF") or REPO_ROOT / "supervisord.conf")
         return cls(
             conf=conf.resolve(),
             auth_dir=Path(auth).resolve() if auth else None,
             legacy_file=Path(legacy).resolve() if legacy else None,
-            simulator=config.value("BPOOL_SIMULATOR"),
-            sim_host=config.value("BPOOL_SIM_HOST"),
-            sim_port=config.value("BPOOL_SIM_PORT"),
-            drain_timeout_s=config.value("BPOOL_DRAIN_TIMEOUT_S"),
-            worker_cmd=config.value("BPOOL_WORKER_CMD") or None,
+            simulator=get("BPOOL_SIMULATOR"),
+            sim_host=get("BPOOL_SIM_HOST"),
+            sim_port=get("BPOOL_SIM_PORT"),
+            drain_timeout_s=get("BPOOL_DRAIN_TIMEOUT_S"),
+            worker_cmd=get("BPOOL_WORKER_CMD") or None,
         )
 
     @property
@@ -123,6 +131,14 @@ class Discovery:
     demo: bool = False  # the profiles are the simulator's demo accounts
     simulator: bool = False  # run the simulator and point the browsers at it
 
+    @property
+    def mode(self) -> str:
+        """What the front tells its clients (BPOOL_POOL_MODE): `demo` when the answers come
+        from the simulator, `accounts` with real accounts, `none` with no cookie file."""
+        if self.simulator:
+            return "demo"
+        return "accounts" if self.profiles or self.refused else "none"
+
 
 Check = Callable[[Path], None]  # raises ValueError (or ProfileError) with the reason
 
@@ -150,7 +166,8 @@ def validate(path: Path, check: Check) -> Profile | Refused:
 
 def discover(settings: SyncSettings, check: Check) -> Discovery:
     """Which profiles to run. The cookie directory wins over the legacy single file; with no
-    cookie file at all (and the simulator not off) the pool runs the demo accounts."""
+    cookie file at all the pool runs the demo accounts, but only on the first start (no real
+    cookie file seen yet) or when the simulator is chosen (`on`); never when it is `off`."""
     d = settings.cookie_dir
     files = candidates(d)
     warnings: list[str] = []
@@ -166,7 +183,8 @@ def discover(settings: SyncSettings, check: Check) -> Discovery:
                         "(or BROWSER_PROFILE_DIR) as <profile>.json")
         found = Discovery(f"legacy file {legacy}", warnings=warnings)
         files = [legacy]
-    elif files or settings.simulator == "off":
+    elif files or settings.simulator == "off" or (
+            settings.real_profiles_seen and settings.simulator != "on"):
         found = Discovery(f"cookie directory {d}", warnings=warnings)
     else:
         found = Discovery(f"demo profiles in {settings.demo_dir} (no cookie file in {d})",

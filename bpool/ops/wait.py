@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 import xmlrpc.client
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bpool import config
 from bpool.ops.render import CONFIG_ERROR_EXIT, PROGRAM_PREFIX
@@ -87,30 +87,50 @@ def judge(name: str, workers: list[dict[str, Any]] | None, proc: dict[str, Any] 
     return Verdict(False, False, f"{name} is {state}")
 
 
-def health_url() -> str:
-    host = config.value("BPOOL_HOST")
+def health_url(env: Mapping[str, str] | None = None) -> str:
+    """The front's /health, from `env` (the pool's recorded settings: bpool.ops.record)."""
+    host = config.value("BPOOL_HOST", env)
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.value('BPOOL_PORT')}/health"
+    return f"http://{host}:{config.value('BPOOL_PORT', env)}/health"
 
 
-def _operator_key() -> str | None:
-    """A key of the pool, when keys are configured: /health shows worker details only with one."""
+def front_process_keys(proxy: Any) -> str:
+    """BPOOL_API_KEYS of the running front (readable by its own user only): the keys of a pool
+    started with keys in its environment, for an operator shell that does not have them."""
+    if proxy is None:
+        return ""
+    try:
+        pid = proxy.supervisor.getProcessInfo("front")["pid"]
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            entries = f.read().split(b"\0")
+    except (OSError, xmlrpc.client.Error, KeyError, TypeError):
+        return ""
+    for e in entries:
+        if e.startswith(b"BPOOL_API_KEYS="):
+            return e[len(b"BPOOL_API_KEYS="):].decode(errors="replace")
+    return ""
+
+
+def operator_key(env: Mapping[str, str] | None = None, proxy: Any = None) -> str | None:
+    """A key of the pool, when keys are configured: /health shows worker details only with one.
+    From the pool's keys file, the caller's BPOOL_API_KEYS, or the running front's."""
     from bpool.front.settings import load_api_keys
 
     try:
-        keys = load_api_keys(config.value("BPOOL_API_KEYS"), config.value("BPOOL_API_KEYS_FILE"))
+        keys = load_api_keys(config.value("BPOOL_API_KEYS", env) or front_process_keys(proxy),
+                             config.value("BPOOL_API_KEYS_FILE", env))
     except Exception:  # an unreadable keys file: ask without a key, the front says the rest
         return None
     return keys[0] if keys else None
 
 
-def fetch_health(url: str) -> Any:
+def fetch_health(url: str, key: str | None = None) -> Any:
     """/health's JSON, also from a 503 (it still carries the pool details); None if unreachable
-    or not JSON. Sends the pool's key when keys are configured."""
-    key = _operator_key()
+    or not JSON. Sends `key` (default: the pool's, from this environment) when there is one."""
+    key = key if key is not None else operator_key()
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
         with urllib.request.urlopen(req, timeout=3) as resp:
@@ -125,9 +145,9 @@ def fetch_health(url: str) -> Any:
         return None
 
 
-def fetch_workers(url: str) -> list[dict[str, Any]] | None:
+def fetch_workers(url: str, key: str | None = None) -> list[dict[str, Any]] | None:
     """/health's workers; it answers 503 (still with the list) when nobody is idle or busy."""
-    body = fetch_health(url)
+    body = fetch_health(url, key)
     workers = body.get("workers") if isinstance(body, dict) else None
     return workers if isinstance(workers, list) else None
 
@@ -153,12 +173,56 @@ def log_tail(proxy: Any, name: str, max_bytes: int = 1500) -> str:
 
 def wait(name: str, timeout_s: float, fetch: Fetch, info: ProcInfo, not_pid: int | None = None,
          *, poll_s: float = 0.25, clock: Callable[[], float] = time.monotonic,
-         sleep: Callable[[float], None] = time.sleep) -> Verdict:
+         sleep: Callable[[float], None] = time.sleep, log: str = "") -> Verdict:
+    """`log`: the worker's log file, named when the wait times out (a hung or unregistered
+    worker says why there, not in /health)."""
     deadline = clock() + timeout_s
     while True:
         v = judge(name, fetch(), info(), not_pid)
         if v.done:
             return v
         if clock() >= deadline:
-            return Verdict(True, False, f"timed out after {timeout_s:g} s: {v.message}")
+            where = f"; its log says why: {log}" if log else ""
+            return Verdict(True, False, f"timed out after {timeout_s:g} s: {v.message}{where}")
         sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------- profiles list
+
+
+def describe(name: str, proc: dict[str, Any] | None, workers: list[dict[str, Any]] | None,
+             log: str, now: float | None = None) -> tuple[str, str]:
+    """(state, detail) of one profile for `bpool profiles list`: supervisord's view joined with
+    the broker's (the entry of the worker supervisord runs now), and the last error known."""
+    now = time.time() if now is None else now
+    if proc is None:
+        return "not in supervisord", "run `bpool profiles sync`"
+    sv = proc.get("statename", "?")
+    if sv in ("FATAL", "BACKOFF"):
+        return sv.lower(), proc.get("spawnerr") or f"it keeps exiting at start: see {log}"
+    if sv == "EXITED":
+        code = proc.get("exitstatus")
+        why = " (configuration error)" if code == CONFIG_ERROR_EXIT else ""
+        return "exited", f"status {code}{why}: see {log}"
+    if sv in ("STOPPED", "STOPPING"):
+        return sv.lower(), f"supervisorctl start {PROGRAM_PREFIX}{name}"
+    if workers is None:
+        return sv.lower(), "the front's /health does not answer"
+    pid = proc.get("pid")
+    mine = [w for w in workers if w.get("profile_id") == name and w.get("pid") == pid]
+    if not mine:
+        up = now - float(proc.get("start") or now)
+        if up < 15:
+            return "starting", f"running {up:.0f} s, not registered with the broker yet"
+        return "unregistered", (f"running {up:.0f} s but not registered with the broker (hung, "
+                                f"or it cannot reach the broker): see {log}")
+    w = mine[-1]
+    state, err = w.get("state", "?"), w.get("last_error")
+    parts = [f"pid {pid}", f"account {w.get('account') or '?'}"]
+    if state in ("cooling", "paused") and w.get("cooldown_remaining_s") is not None:
+        parts.append(f"{float(w['cooldown_remaining_s']):.0f} s left")
+    if state == "busy" and w.get("job_id"):
+        parts.append(f"job {w['job_id']}")
+    if err:
+        parts.append(f"last error: {err}")
+    return state, ", ".join(parts)
