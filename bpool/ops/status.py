@@ -1,0 +1,117 @@
+"""`bpool status`: the pool as the front's /health sees it, as a table in the terminal.
+
+    bpool status [--json] [--watch [S]] [--url URL]
+
+One row per worker (profile, state, jobs served, cool-down left, last error). Exit status 0 when
+at least one worker can serve (idle or busy), 1 when none can or the front does not answer.
+`--watch` redraws every S seconds (default 2) until Ctrl-C. /health is read with the pool's key
+when keys are configured (without one it shows only counts), the way `bpool wait-profile` reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable, TextIO
+
+from bpool.ops import wait as waiting
+
+SERVING = ("idle", "busy")
+COLUMNS = ("PROFILE", "STATE", "JOBS", "COOL-DOWN", "LAST ERROR")
+CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
+
+
+def can_serve(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("status") == "ok"
+
+
+def _cooldown(w: dict[str, Any]) -> str:
+    left = w.get("cooldown_remaining_s")
+    if left is None:
+        return "-"
+    left = float(left)
+    return f"{left:.0f} s" if left < 120 else f"{left / 60:.0f} min"
+
+
+def _cell(text: Any, width: int) -> str:
+    text = " ".join(str(text).split())  # an error message on one line
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render(body: Any, url: str) -> str:
+    """The table (and a summary line) for one /health answer; None means no answer."""
+    if not isinstance(body, dict):
+        return f"the front does not answer at {url}\n"
+    head = [f"pool: {body.get('status', '?')}"]
+    for name in ("idle", "busy", "queue_length"):
+        if isinstance(body.get(name), int):
+            head.append(f"{name.replace('_length', '')} {body[name]}")
+    lines = [", ".join(head)]
+    if isinstance(body.get("error"), dict) and body["error"].get("message"):
+        lines.append(f"  {body['error']['message']}")
+    workers = body.get("workers")
+    if not isinstance(workers, list):
+        if "worker_count" in body:
+            lines.append(f"{body['worker_count']} worker(s); the front shows their details only "
+                         "with an API key (BPOOL_API_KEYS / BPOOL_API_KEYS_FILE)")
+        return "\n".join(lines) + "\n"
+    rows = [COLUMNS] + [
+        (str(w.get("profile_id", "?")), str(w.get("state", "?")), str(w.get("jobs_served", 0)),
+         _cooldown(w), _cell(w.get("last_error") or "-", 70))
+        for w in sorted(workers, key=lambda w: str(w.get("profile_id")))
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1])
+    if not workers:
+        lines.append("(no worker has registered with the broker)")
+    return "\n".join(lines) + "\n"
+
+
+def show(body: Any, url: str, as_json: bool, out: TextIO) -> int:
+    if as_json:
+        out.write(json.dumps(body, indent=2) + "\n")
+    else:
+        out.write(render(body, url))
+    out.flush()
+    return 0 if can_serve(body) else 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print /health's JSON (null if no answer)")
+    p.add_argument("--watch", type=float, nargs="?", const=2.0, default=None, metavar="S",
+                   help="redraw every S seconds (default 2) until Ctrl-C")
+    p.add_argument("--url", default=None,
+                   help="the front's /health (default from BPOOL_HOST / BPOOL_PORT)")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None,
+        fetch: Callable[[str], Any] = waiting.fetch_health,
+        sleep: Callable[[float], None] = time.sleep) -> int:
+    out = out or sys.stdout
+    url = args.url or waiting.health_url()
+    if args.watch is None:
+        return show(fetch(url), url, args.json, out)
+    interval = max(0.2, args.watch)
+    code = 1
+    try:
+        while True:
+            body = fetch(url)
+            if not args.json and out.isatty():
+                out.write(CLEAR)
+            code = show(body, url, args.json, out)
+            sleep(interval)
+    except KeyboardInterrupt:
+        return code  # Ctrl-C is how a watch ends: report the last state seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bpool status", description="The pool as a table.")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

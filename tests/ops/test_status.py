@@ -1,0 +1,118 @@
+"""`bpool status` against a running pool (broker, front and fake workers as real processes), run
+as the operator runs it: the `bpool` command in its own process."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+
+import aiohttp
+
+from bpool.ops import status
+from bpool.testing.pool import Pool, free_port
+from conftest import PoolFactory
+
+KEY = "sk-status-test"
+
+
+def bpool_status(pool: Pool, *args: str) -> subprocess.CompletedProcess[str]:
+    # The pool's environment: its port and its key, as the operator's shell would have them.
+    return subprocess.run([sys.executable, "-m", "bpool.ops.cli", "status", *args],
+                          env=pool.env, capture_output=True, text=True, timeout=30)
+
+
+def rows(table: str) -> dict[str, list[str]]:
+    """Table rows by profile: [state, jobs, cool-down, last error]."""
+    lines = table.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("PROFILE"))
+    out = {}
+    for line in lines[start + 1:]:
+        cells = line.split(None, 3)
+        if cells and not line.startswith("("):
+            profile, state, jobs, rest = cells
+            left, _, error = rest.partition("  ")
+            out[profile] = [state, jobs, left.strip(), error.strip()]
+    return out
+
+
+async def test_table_and_json_of_a_serving_pool(make_pool: PoolFactory,
+                                                http: aiohttp.ClientSession) -> None:
+    pool = make_pool(["a", "b"], env={"BPOOL_API_KEYS": KEY})
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{pool.api_url}/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {KEY}"}) as resp:
+        assert resp.status == 200
+        served_by = resp.headers["x-bpool-profile"]
+    await pool.await_idle(2)
+
+    done = bpool_status(pool)
+    assert done.returncode == 0, done.stderr
+    table = rows(done.stdout)
+    assert set(table) == {"a", "b"}
+    assert [table[p][0] for p in ("a", "b")] == ["idle", "idle"]
+    assert {p: table[p][1] for p in table} == {p: "1" if p == served_by else "0" for p in "ab"}
+    assert table["a"][2] == "-" and table["a"][3] == "-"
+    assert done.stdout.startswith("pool: ok, idle 2, busy 0, queue 0")
+
+    done = bpool_status(pool, "--json")
+    assert done.returncode == 0, done.stderr
+    health = json.loads(done.stdout)
+    assert health["status"] == "ok"
+    assert {w["profile_id"]: w["jobs_served"] for w in health["workers"]} == \
+        {p: 1 if p == served_by else 0 for p in "ab"}
+
+
+async def test_exit_1_when_no_worker_can_serve(make_pool: PoolFactory,
+                                               http: aiohttp.ClientSession) -> None:
+    pool = make_pool({"limited": ["--rate-limited-after", "0", "--cooldown-s", "600"],
+                      "out": ["--logged-out"]},
+                     env={"BPOOL_API_KEYS": KEY, "BPOOL_QUEUE_TIMEOUT_S": "2"}, idle=1)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(f"{pool.api_url}/chat/completions", json=body,
+                         headers={"Authorization": f"Bearer {KEY}"}) as resp:
+        assert resp.status in (429, 503)  # the job waits for a worker that never comes back
+    await pool.await_states({"limited": "cooling", "out": "logged_out"})
+
+    done = bpool_status(pool)
+    assert done.returncode == 1, done.stdout + done.stderr
+    table = rows(done.stdout)
+    assert table["limited"][0] == "cooling"
+    assert table["limited"][2].endswith(" min") and 0 < int(table["limited"][2][:-4]) <= 10
+    assert table["limited"][3].startswith("rate_limited")
+    assert table["out"][0] == "logged_out" and table["out"][3].startswith("logged_out")
+    assert done.stdout.startswith("pool: unavailable")
+
+    done = bpool_status(pool, "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["status"] == "unavailable"
+
+
+def test_a_front_that_does_not_answer_is_exit_1() -> None:
+    url = f"http://127.0.0.1:{free_port()}/health"
+    out = io.StringIO()
+    args = argparse.Namespace(json=False, watch=None, url=url)
+    assert status.run(args, out=out) == 1
+    assert "does not answer" in out.getvalue()
+
+
+def test_watch_redraws_until_ctrl_c_and_reports_the_last_state() -> None:
+    answers = [{"status": "ok", "workers": [{"profile_id": "a", "state": "idle"}]},
+               {"status": "unavailable", "workers": [{"profile_id": "a", "state": "cooling",
+                                                      "cooldown_remaining_s": 42.0}]}]
+    seen: list[float] = []
+
+    def sleep(s: float) -> None:
+        seen.append(s)
+        if len(seen) == len(answers):
+            raise KeyboardInterrupt
+
+    out = io.StringIO()
+    args = argparse.Namespace(json=False, watch=0.5, url="http://unused/health")
+    code = status.run(args, out=out, fetch=lambda url: answers[len(seen)], sleep=sleep)
+    assert code == 1  # the last state seen could not serve
+    assert seen == [0.5, 0.5]
+    text = out.getvalue()
+    assert text.count("PROFILE") == 2 and "42 s" in text
