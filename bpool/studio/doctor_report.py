@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +24,8 @@ from bpool.studio.tap import TapStream
 PROG = "bpool doctor"
 DETAIL_WIDTH = 200
 OK, FAIL, SKIPPED = "ok", "FAIL", "skipped"
+# A text or thought part of an answer chunk, `[null, "text", ...]`: the JSON string literal.
+PART = re.compile(r'\[null,\s*("(?:[^"\\]|\\.)*")')
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,48 @@ def _body_file(directory: Path, base: str, text: str) -> str:
     return name
 
 
+def redact_across_parts(body: str, secrets: Iterable[str] = ()) -> str:
+    """An answer streams in pieces of a few characters, so an e-mail address or a secret can be
+    split over several parts, where capture.py (one string at a time) cannot see it. Find them in
+    the parts' joined text and cut them out of every part they touch. Works on a body cut short."""
+    parts = []
+    for m in PART.finditer(body):
+        try:
+            parts.append((m.start(1), m.end(1), json.loads(m.group(1))))
+        except ValueError:
+            continue
+    joined = "".join(text for _, _, text in parts)
+    spans = [(m.start(), m.end(), "<email>") for m in capture.EMAIL.finditer(joined)]
+    for secret in {v for v in secrets if v and len(v) >= 4}:
+        spans += [(m.start(), m.start() + len(secret), "<secret>")
+                  for m in re.finditer(re.escape(secret), joined)]
+    merged: list[list] = []
+    for a, b, label in sorted(spans):
+        if merged and a < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b, label])
+    if not merged:
+        return body
+    edits, start = [], 0
+    for begin, end, text in parts:
+        stop, out, pos = start + len(text), [], start
+        for a, b, label in merged:
+            if b <= start or a >= stop:
+                continue
+            out.append(joined[pos:max(a, start)])
+            if a >= start:
+                out.append(label)
+            pos = min(b, stop)
+        if out:
+            out.append(joined[pos:stop])
+            edits.append((begin, end, json.dumps("".join(out), ensure_ascii=False)))
+        start = stop
+    for begin, end, literal in reversed(edits):
+        body = body[:begin] + literal + body[end:]
+    return body
+
+
 def save_capture(directory: Path, captured: Iterable[tuple[str, TapStream]],
                  secrets: Iterable[str]) -> list[dict]:
     """The tapped bodies, redacted, and index.json; returns the index entries."""
@@ -122,7 +167,7 @@ def save_capture(directory: Path, captured: Iterable[tuple[str, TapStream]],
         if s.request_body:
             entry["request"] = _body_file(d, base + "-request",
                                           capture.redact_request(s.request_body, secrets))
-        body = capture.redact_response("".join(s.text), secrets)
+        body = capture.redact_response(redact_across_parts("".join(s.text), secrets), secrets)
         if body.startswith(")]}'"):  # the anti-XSSI prefix: kept aside, so the file is JSON
             entry["prefix"], _, body = body.partition("\n")
         entry["response"] = _body_file(d, base + "-response", body)
