@@ -252,7 +252,7 @@ def restart_front(proxy: Any) -> str | None:
         except xmlrpc.client.Fault as f:
             if "NOT_RUNNING" not in f.faultString:
                 raise
-        proxy.supervisor.startProcess(FRONT_PROGRAM, False)
+        proxy.supervisor.startProcess(FRONT_PROGRAM, True)  # until RUNNING (its startsecs)
     except xmlrpc.client.Fault as f:
         return f"{FRONT_PROGRAM}: {f.faultString}"
     return None
