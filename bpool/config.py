@@ -171,12 +171,21 @@ def _convert(var: Var, raw: Any) -> Any:
             return False
         raise ConfigError(f"{var.name}={raw!r}: use 1 or 0")
     choices = typing.get_args(var.type) if typing.get_origin(var.type) is Literal else ()
+    if choices and isinstance(raw, str) and raw not in choices and raw.lower() in choices:
+        raw = raw.lower()  # `Chromium` means chromium
     if choices and raw not in choices:
         raise ConfigError(f"{var.name}={raw!r}: use one of {', '.join(choices)}")
     try:
         return msgspec.convert(raw, var.type, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{var.name}={raw!r}: {_reason(exc)}") from None
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    """Types msgspec does not build itself: paths."""
+    if typ is Path and isinstance(obj, (str, Path)):
+        return Path(obj)
+    raise NotImplementedError(f"{typ!r}")
 
 
 def _reason(exc: msgspec.ValidationError) -> str:
@@ -208,7 +217,7 @@ def build(cls: type[S], overrides: Mapping[str, Any] | None = None,
             values[fname] = given
             flags.add(fname)
     try:
-        return msgspec.convert(values, cls, strict=False)
+        return msgspec.convert(values, cls, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         where = str(exc).rsplit("$.", 1)[-1].strip("`") if "$." in str(exc) else ""
         fname = re.split(r"[.\[]", where)[0]
