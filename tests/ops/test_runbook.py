@@ -205,3 +205,27 @@ def test_every_account_cooling_gives_the_cool_down_as_retry_after(pool: Supervis
     listed = plain(pool, "profiles", "list").stdout
     row = next(ln for ln in listed.splitlines() if ln.startswith("browser-tired\t"))
     assert "\tcooling\t" in row and "s left" in row and "fake quota" in row, row
+
+
+def test_shutdown_of_a_pool_not_in_the_foreground_and_waiting_for_it(
+        pool: SupervisedPool) -> None:
+    """The runbook's `sctl shutdown`, then its wait for supervisord's pid to go."""
+    import subprocess
+    import time
+
+    from bpool.testing.supervised import marked_pids
+
+    pid = int((pool.run_dir / "supervisord.pid").read_text())
+    done = subprocess.run([str(pool.bin / "supervisorctl"), "-c", str(pool.conf), "shutdown"],
+                          env=plain_env(pool), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    waited = subprocess.run(
+        ["sh", "-c", "while [ -e run/supervisord.pid ]; do sleep 0.5; done"],
+        cwd=pool.base, timeout=120)
+    assert waited.returncode == 0
+    assert pool.proc is not None and pool.proc.wait(5) == 0
+    assert not Path(f"/proc/{pid}").exists()
+    end = time.monotonic() + 5  # programs exit before supervisord does; allow the reaping
+    while marked_pids(pool.marker) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert marked_pids(pool.marker) == []
