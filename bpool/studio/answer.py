@@ -1,9 +1,10 @@
 """Reading one answer from the tapped GenerateContent response while it streams.
 
 Pieces come from tap.js in order; the parser turns them into events as soon as each chunk of the
-body is complete: text → `emit(content=...)`, thoughts → `emit(reasoning=...)`, usage and the
-finish marker are kept for `Done`. What is not an answer is a typed failure (StepError, kind from
-protocol.ERROR_KINDS), never an empty success:
+body is complete: text → `emit(content=...)`, thoughts → `emit(reasoning=...)` (what one piece
+completes goes out as one emit per run of one kind), usage and the finish marker are kept for
+`Done`. What is not an answer is a typed failure (StepError, kind from protocol.ERROR_KINDS),
+never an empty success:
 
 - a non-2xx status: classified by outcomes.http_problem (429, 401, 403 + code 7, 400, ...);
 - an error frame inside a 2xx body, before or after some text: outcomes.status_problem
@@ -74,12 +75,13 @@ async def read_answer(stream: TapStream, emit: Emit, limits: AnswerLimits) -> tu
                 events = parser.feed(piece.data)
             except StreamFormatError as exc:
                 raise StepError(STEP, f"unexpected answer format: {exc}") from None
+            out = Deltas(emit)
             for ev in events:
                 if isinstance(ev, TextDelta):
                     got_text = True
-                    emit(content=ev.text)
+                    out.add("content", ev.text)
                 elif isinstance(ev, ThoughtDelta):
-                    emit(reasoning=ev.text)
+                    out.add("reasoning", ev.text)
                 elif isinstance(ev, UsageInfo):
                     usage = ev
                 elif isinstance(ev, Finish):
@@ -88,7 +90,9 @@ async def read_answer(stream: TapStream, emit: Emit, limits: AnswerLimits) -> tu
                     tool_calls += 1
                 elif isinstance(ev, ErrorStatus):
                     # Whatever came before, the answer is cut: the error is the outcome.
+                    out.flush()
                     raise frame_error(ev, limits)
+            out.flush()
             continue
         if piece.event == "error" or not parser.complete:
             why = piece.message or "the body ended early"
@@ -103,6 +107,29 @@ async def read_answer(stream: TapStream, emit: Emit, limits: AnswerLimits) -> tu
         log.info("the site ended the answer with finish code %d (%s)", finish.code, finish.name)
     reason = "tool_calls" if tool_calls else (finish.reason if finish else "stop")
     return reason, to_usage(usage)
+
+
+class Deltas:
+    """The deltas of one body piece, passed on as few emits as keep their order: a piece often
+    completes many chunks at once (a burst of thoughts, then text), and each emit is a message
+    through worker, broker and front. A run of one kind becomes one emit; reasoning and content
+    never share one (clients may read only one field of a delta)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.kind = ""
+        self.parts: list[str] = []
+
+    def add(self, kind: str, text: str) -> None:
+        if kind != self.kind:
+            self.flush()
+            self.kind = kind
+        self.parts.append(text)
+
+    def flush(self) -> None:
+        if self.parts:
+            self.emit(**{self.kind: "".join(self.parts)})
+            self.parts = []
 
 
 def frame_error(ev: ErrorStatus, limits: AnswerLimits) -> StepError:

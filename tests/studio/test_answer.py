@@ -96,6 +96,46 @@ def test_the_real_body_streams_reasoning_then_answer_with_usage():
                           reasoning_tokens=153)
 
 
+class Calls(Recorder):
+    """Also keeps each emit call: how many messages the answer became, and in what order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+
+    def emit(self, content: str = "", reasoning: str = "") -> None:
+        super().emit(content, reasoning)
+        self.calls.append((content, reasoning))
+
+
+def thought_chunk(text: str) -> list:
+    return [[[[[[None, text] + [None] * 10 + [1]], "model"]]]]
+
+
+def test_what_one_piece_completes_goes_out_as_one_emit_per_run_of_a_kind():
+    chunks = [thought_chunk("a"), thought_chunk("b"), text_chunk("c"), text_chunk("d"),
+              thought_chunk("e"), text_chunk("f", finish=1)]
+    rec = Calls()
+    whole = [Piece("start", status=200), Piece("data", live(*chunks)), Piece("end")]
+    assert asyncio.run(read_answer(ScriptedStream(whole), rec.emit, LIMITS))[0] == "stop"
+    assert rec.calls == [("", "ab"), ("cd", ""), ("", "e"), ("f", "")]
+    # Pieces that each complete one chunk still go out one by one, as they arrive.
+    rec = Calls()
+    assert asyncio.run(read_answer(ScriptedStream(script(live(*chunks), size=20)), rec.emit,
+                                   LIMITS))[0] == "stop"
+    assert (rec.reasoning, rec.content) == ("abe", "cdf") and len(rec.calls) > 4
+
+
+def test_text_before_an_error_frame_in_the_same_piece_is_passed_on_first():
+    frame = [None, [8, QUOTA]]
+    rec = Calls()
+    one = [Piece("start", status=200), Piece("data", live(text_chunk("par"), text_chunk("tial"),
+                                                          frame)), Piece("end")]
+    with pytest.raises(StepError) as ei:
+        asyncio.run(read_answer(ScriptedStream(one), rec.emit, LIMITS))
+    assert ei.value.kind == "rate_limited" and rec.calls == [("partial", "")]
+
+
 def test_refusal_without_parts_is_content_filter_not_a_failure():
     (finish, usage), rec = read(live([[[None, 3]]]))
     assert (finish, usage, rec.content) == ("content_filter", None, "")
