@@ -174,7 +174,7 @@
       let started = false;
       let seen = 0;
       const textual = () => xhr.responseType === '' || xhr.responseType === 'text';
-      const flush = () => {
+      const flush = () => {  // true when it handed on new data
         if (!started && xhr.readyState >= 2 && xhr.status) {
           started = true;
           send('start', {url: xhr.responseURL || url, status: xhr.status});
@@ -184,23 +184,39 @@
           if (text.length > seen) {
             send('data', {data: text.slice(seen)});
             seen = text.length;
+            return true;
           }
         }
+        return false;
       };
-      // Chromium fires progress events at most every 50 ms, but responseText grows as data
-      // arrives: a short poll while the body streams hands each piece on without that wait.
+      // Chromium fires progress events (and readystatechange while loading) only for the first
+      // piece and then at most every 50 ms, but responseText grows as data arrives: a poll
+      // while the body streams hands each piece on without that wait. Data comes in bursts (a
+      // first read often holds only the start of the reply), so a look that found some is
+      // followed by one more CHASE_MS later, a few times in a row at most.
+      const CHASE_MS = 2;
+      const CHASE_MAX = 3;
       let poll = null;
+      let chase = null;
+      let chased = 0;
+      const look = () => {
+        if (!flush()) { chased = 0; return; }
+        if (chase !== null || chased >= CHASE_MAX || xhr.readyState !== 3) return;
+        chased++;
+        chase = setTimeout(() => { chase = null; look(); }, CHASE_MS);
+      };
       let failure = null;
       xhr.addEventListener('readystatechange', () => {
-        flush();
-        if (xhr.readyState === 3 && poll === null) poll = setInterval(flush, config.pollMs);
+        look();
+        if (xhr.readyState === 3 && poll === null) poll = setInterval(look, config.pollMs);
       });
-      xhr.addEventListener('progress', flush);
+      xhr.addEventListener('progress', look);
       for (const name of ['abort', 'error', 'timeout']) {
         xhr.addEventListener(name, () => { failure = failure || name; });
       }
       xhr.addEventListener('loadend', () => {
         if (poll !== null) clearInterval(poll);
+        if (chase !== null) clearTimeout(chase);
         try {
           flush();
           if (failure || !started) {

@@ -106,7 +106,10 @@ class TapStream:
 
     async def next(self, timeout_s: float | None) -> Piece:
         """The next piece; asyncio.TimeoutError when none arrives in time."""
-        return await asyncio.wait_for(self._queue.get(), timeout_s)
+        if not self._queue.empty():  # the usual case while an answer streams: no timer at all
+            return self._queue.get_nowait()
+        async with asyncio.timeout(timeout_s):  # unlike wait_for, no task per piece
+            return await self._queue.get()
 
 
 class Tap:
