@@ -196,6 +196,7 @@ async def _stream(
             event = await wait.next()
             if isinstance(event, Assigned):
                 continue
+            opening = b""
             if resp is None:
                 # Headers wait for the first answer event, not just Assigned: a job that fails
                 # before any output still gets its real HTTP status, and a job the broker moved
@@ -209,7 +210,8 @@ async def _stream(
                     "x-request-id": request[REQUEST_ID],
                 })
                 await resp.prepare(request)
-                await out(chunk({"role": "assistant", "content": ""}))
+                # Written with the first delta: one write, one packet, for the first token.
+                opening = chunk({"role": "assistant", "content": ""})
             if isinstance(event, Chunk):
                 delta: dict[str, Any] = {}
                 if event.reasoning:
@@ -218,11 +220,13 @@ async def _stream(
                 if event.content:
                     delta["content"] = event.content
                     content.append(event.content)
-                if delta:
-                    await out(chunk(delta))
+                if delta or opening:
+                    await out(opening + (chunk(delta) if delta else b""))
             elif isinstance(event, Failed):
                 raise error_of(event.error)
             elif isinstance(event, Done):
+                if opening:
+                    await out(opening)
                 usage = event.usage or estimate_usage(spec, "".join(content), "".join(reasoning))
                 if include_usage:  # OpenAI's shape: usage on an extra chunk with no choices
                     await out(chunk({}, reason=event.finish_reason))
