@@ -3,7 +3,10 @@
 1. overhead   per request, from the workers' own phase times (BPOOL_TIMINGS_FILE):
               job received -> prompt submitted, and last token -> idle again (page reset)
 2. ttft       time to first token seen by an HTTP client, minus the simulator's own time to first
-              byte for the same request (its /__sim/stats): what bpool adds
+              byte for the same request (its /__sim/stats): what bpool adds. Split per request
+              (split_ttft): bpool's own share (client -> about to click Run, and the simulator's
+              first byte -> the client), apart from the page's own work between the Run click and
+              its GenerateContent request (the page's StreamGenerateContentPerUserQuota first)
 3. memory     PSS of each browser worker: its Python process plus every process under it
 4. scaling    the simulator answers in a fixed 2 s; N = 1, 2, 4 browsers under 2N concurrent
               clients; requests/s against the ideal N / 2, in steady state (each browser has
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from bpool.bench.core import percentile
@@ -31,8 +35,20 @@ from bpool.testing.pool import Pool
 PROMPT = "Tell me about queues."
 
 
-def _post_stream(port: int, prompt: str = PROMPT) -> tuple[float, float, str]:
-    """One streamed chat request; (seconds to first content chunk, total seconds, profile)."""
+@dataclass(frozen=True)
+class Streamed:
+    """One streamed request as the client saw it."""
+
+    first_s: float  # request sent -> first content chunk
+    total_s: float
+    profile: str
+    job_id: str  # from the chunks' "chatcmpl-<job id>"
+    sent: float  # time.monotonic() when sent: the clock of the workers' phase times
+    first_wall: float  # time.time() at the first content chunk: the clock of /__sim/stats
+
+
+def _post_stream(port: int, prompt: str = PROMPT) -> Streamed:
+    """One streamed chat request."""
     body = json.dumps({"model": "gemini-2.5-flash", "stream": True,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -42,15 +58,21 @@ def _post_stream(port: int, prompt: str = PROMPT) -> tuple[float, float, str]:
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
     first = None
+    first_wall = 0.0
+    job_id = ""
     for line in resp:
         if line.startswith(b"data: [DONE]"):
             break
+        if not job_id and line.startswith(b'data: {"id":"chatcmpl-'):
+            job_id = line[len(b'data: {"id":"chatcmpl-'):].split(b'"', 1)[0].decode()
         if first is None and line.startswith(b"data: ") and b'"content":"' in line \
                 and b'"content":""' not in line:
             first = time.monotonic() - t0
+            first_wall = time.time()
     total = time.monotonic() - t0
     conn.close()
-    return first or total, total, resp.headers.get("x-bpool-profile", "")
+    return Streamed(first or total, total, resp.headers.get("x-bpool-profile", ""), job_id, t0,
+                    first_wall)
 
 
 def _sim_stats(url: str) -> dict:
@@ -129,7 +151,7 @@ def measure_overhead(base: Path, requests: int) -> dict:
         for _ in range(2):  # warm-up, one per worker (LRU): first model selection, first render
             _post_stream(sp.pool.port)
         before = len(_sim_stats(sp.url)["requests"])
-        client_ttft = [_post_stream(sp.pool.port)[0] for _ in range(requests)]
+        streamed = [_post_stream(sp.pool.port) for _ in range(requests)]
         records = _sim_stats(sp.url)["requests"][before:]
         memory = sp.memory_kb()
     finally:
@@ -139,9 +161,35 @@ def measure_overhead(base: Path, requests: int) -> dict:
     idle = [j["idle"] - j["last_chunk"] for j in jobs if j["last_chunk"]]
     sim_ttft = [r["first_byte"] - r["start"] for r in records if r.get("first_byte")]
     return {
-        "submit": submit, "idle": idle, "client_ttft": client_ttft, "sim_ttft": sim_ttft,
-        "memory_kb": memory,
+        "submit": submit, "idle": idle, "client_ttft": [s.first_s for s in streamed],
+        "sim_ttft": sim_ttft, "memory_kb": memory, **split_ttft(streamed, jobs, records),
     }
+
+
+def split_ttft(streamed: list[Streamed], jobs: list[dict], records: list[dict]) -> dict:
+    """Each request's time to first token in four parts (lists of seconds, one per request):
+    `before`: client -> front -> broker -> worker -> prompt set, about to click Run (bpool);
+    `page`: the Run click -> the page's GenerateContent request read by the simulator (the click's
+    delivery, then the page's own work: its StreamGenerateContentPerUserQuota round trip first);
+    `sim`: the simulator's own wait until its first byte;
+    `after`: that byte -> page -> tap -> worker -> broker -> front -> the client's first content
+    token (bpool, and the browser's delivery of the response to the page).
+    Requests go one at a time, so the n-th GenerateContent the simulator saw is the n-th request;
+    a worker's phase times are matched by job id. Clocks: the workers' are time.monotonic(),
+    the simulator's time.time(); the offset between them is read here, on the same host."""
+    offset = time.time() - time.monotonic()
+    by_job = {j["job_id"]: j for j in jobs}
+    parts: dict[str, list[float]] = {"before": [], "page": [], "sim": [], "after": []}
+    for s, rec in zip(streamed, records):
+        job = by_job.get(s.job_id)
+        if job is None or not job["started"] or not rec.get("first_byte") or not s.first_wall:
+            continue
+        parts["before"].append(job["started"] - s.sent)
+        parts["page"].append(rec["start"] - (job["started"] + offset))
+        parts["sim"].append(rec["first_byte"] - rec["start"])
+        parts["after"].append(s.first_wall - rec["first_byte"])
+    parts["own"] = [b + a for b, a in zip(parts["before"], parts["after"])]
+    return parts
 
 
 def measure_scaling(base: Path, n: int, answer_s: float, rounds: int) -> dict:
@@ -159,7 +207,7 @@ def measure_scaling(base: Path, n: int, answer_s: float, rounds: int) -> dict:
     rps = total / elapsed
     ideal = n / answer_s
     return {"n": n, "requests": total, "elapsed_s": elapsed, "rps": rps, "ideal": ideal,
-            "efficiency": rps / ideal, "profiles": sorted({r[2] for r in results})}
+            "efficiency": rps / ideal, "profiles": sorted({r.profile for r in results})}
 
 
 def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 2.0,
@@ -175,6 +223,13 @@ def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 
         added = percentile(o["client_ttft"], 50) - percentile(o["sim_ttft"], 50)
         print(f"time to first token: client p50 {ms(o['client_ttft'], 50):.1f} ms, simulator's own "
               f"p50 {ms(o['sim_ttft'], 50):.1f} ms -> added by bpool {added * 1e3:.1f} ms")
+        if o["own"]:
+            print(f"  bpool's own share per request: p50 {ms(o['own'], 50):.1f} ms (client -> about "
+                  f"to click Run p50 {ms(o['before'], 50):.1f} ms, plus simulator's first byte -> "
+                  f"client p50 {ms(o['after'], 50):.1f} ms)")
+            print(f"  not in that share: Run click -> the page's GenerateContent read by the "
+                  f"simulator p50 {ms(o['page'], 50):.1f} ms (the click's delivery, then the page's "
+                  f"own quota request)")
         mem = o["memory_kb"]
         print("memory per browser worker (PSS, worker + its browser): "
               + ", ".join(f"{m / 1024:.0f} MiB" for m in mem))
