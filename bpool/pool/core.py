@@ -295,13 +295,14 @@ class BrokerCore(JobBook):
         timeout = msg.queue_timeout_s
         if timeout is None or not timeout >= 0:  # None or NaN: the pool's default
             timeout = self.queue_timeout_s
-        hopeless = nobody_in_time(self._workers.values(), model, now, timeout)
-        if hopeless is not None:
-            self.counters["jobs_failed"] += 1
-            acts.append(SendFront(front, Failed(msg.job_id, hopeless)))
-            return
-        job = Job(msg.job_id, msg.spec, front, timeout)
         w = self._take_idle(model)
+        if w is None:  # only then can nobody be in time (keeps the common path short)
+            hopeless = nobody_in_time(self._workers.values(), model, now, timeout)
+            if hopeless is not None:
+                self.counters["jobs_failed"] += 1
+                acts.append(SendFront(front, Failed(msg.job_id, hopeless)))
+                return
+        job = Job(msg.job_id, msg.spec, front, timeout)
         if w is not None:
             self._jobs[job.job_id] = job
             self._assign(w, job, now, acts)
