@@ -58,30 +58,11 @@ async def openai_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(exc, rid, f"{request.method} {request.path}")
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer
-    except ApiError as exc:
-        if exc.code == "queue_timeout":
-            await resting_retry_after(request, exc)
-        return error_response(exc, rid, f"{request.method} {request.path}")
     except Exception as exc:
         return error_response(exc, rid, f"{request.method} {request.path}")
     if not resp.prepared:
         resp.headers["x-request-id"] = rid
     return resp
-
-
-RESTING = ("cooling", "paused")
-
-
-async def resting_retry_after(request: web.Request, exc: ApiError) -> None:
-    """A request that waited out its queue time while every account rests (rate-limited or
-    paused) is told when the first one is back, not the queue's usual second or two."""
-    try:
-        status = await request.app[LINK].status(request.app[SETTINGS].status_timeout_s)
-    except ApiError:
-        return
-    left = [w.cooldown_remaining_s for w in status.workers if w.state in RESTING]
-    if left and len(left) == len(status.workers) and None not in left:
-        exc.retry_after_s = max(exc.retry_after_s or 0.0, min(left))
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -15,7 +15,8 @@ from collections import deque
 from bpool.pool.jobs import JobBook
 from bpool.pool.state import (
     ACCOUNT_STATES, COUNTERS, MAX_MOVES, MOVABLE_KINDS, OUT_STATES, TIMED_STATES, Action,
-    ForwardFront, Job, SendFront, SendWorker, Worker, WorkerState, nobody_in_time, serves,
+    ForwardFront, Job, SendFront, SendWorker, Worker, WorkerState, nobody_in_time, rest_left,
+    serves,
     worker_status,
 )
 from bpool.protocol import (
@@ -337,10 +338,12 @@ class BrokerCore(JobBook):
             if job.state == "queued" and job.deadline == deadline:
                 self._queue.remove(job)
                 self.counters["queue_timeout"] += 1
+                # While every account for the model rests, a retry helps only once one is back.
+                left = rest_left(self._workers.values(), job.spec.model, now)
                 err = error(
                     "queue_timeout",
                     f"no worker became free within {job.queue_timeout_s:g} s",
-                    retry_after_s=self._retry_after(),
+                    retry_after_s=max(self._retry_after(), round(left or 0.0, 1)),
                 )
                 self._fail(job, err, acts)
         return acts

@@ -103,11 +103,9 @@ def serves(w: Worker, model: str) -> bool:
     return not w.models or model in w.models
 
 
-def nobody_in_time(workers: Iterable[Worker], model: str, now: float, timeout: float
-                   ) -> ErrorInfo | None:
-    """Why no registered worker can take `model` before the queue deadline, if none can:
-    every account logged out (or awaiting consent) fails at once instead of after the
-    whole queue timeout; accounts that all cool down past the deadline say when to retry."""
+def _resting(workers: Iterable[Worker], model: str) -> tuple[list[Worker], list[float]] | None:
+    """The workers for `model` and when the resting ones come back, if none can work now
+    (None when one is idle, busy or about to be, or when none is registered)."""
     candidates = [w for w in workers if serves(w, model)]
     if not candidates:
         return None  # nobody registered yet: a worker may still come (queue as usual)
@@ -116,7 +114,25 @@ def nobody_in_time(workers: Iterable[Worker], model: str, now: float, timeout: f
         if w.state in TIMED_STATES:
             back_at.append(w.cooldown_until)
         elif w.state not in OUT_STATES and not w.leaving and not w.broken:
-            return None  # idle, busy or about to be
+            return None
+    return candidates, back_at
+
+
+def rest_left(workers: Iterable[Worker], model: str, now: float) -> float | None:
+    """Seconds until the first account for `model` is back, when every one of them rests."""
+    resting = _resting(workers, model)
+    return min(resting[1]) - now if resting and resting[1] else None
+
+
+def nobody_in_time(workers: Iterable[Worker], model: str, now: float, timeout: float
+                   ) -> ErrorInfo | None:
+    """Why no registered worker can take `model` before the queue deadline, if none can:
+    every account logged out (or awaiting consent) fails at once instead of after the
+    whole queue timeout; accounts that all cool down past the deadline say when to retry."""
+    resting = _resting(workers, model)
+    if resting is None:
+        return None
+    candidates, back_at = resting
     states = ", ".join(sorted({f"{w.profile} {w.state}" for w in candidates}))
     if not back_at:
         return error("no_workers", f"no account can serve {model!r} now ({states}); "

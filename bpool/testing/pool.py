@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from bpool.front.settings import load_api_keys
 from bpool.config import REPO_ROOT, ensure_private_dir
 
 T = TypeVar("T")
@@ -249,8 +250,8 @@ class Pool:
 
     def health(self) -> tuple[int, Any]:
         # With keys configured, /health shows worker details only to a caller with a key.
-        keys = [k for k in self.env.get("BPOOL_API_KEYS", "").split(",") if k.strip()]
-        return self.get("/health", {"Authorization": f"Bearer {keys[0].strip()}"} if keys else None)
+        keys = load_api_keys(self.env.get("BPOOL_API_KEYS", ""), "")
+        return self.get("/health", {"Authorization": f"Bearer {keys[0]}"} if keys else None)
 
     def wait_until(self, check: Callable[[], T | None], timeout_s: float, what: str,
                    interval_s: float = 0.05) -> T:

@@ -730,3 +730,13 @@ def test_accounts_that_all_rest_past_the_deadline_say_when_to_retry():
     h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=5.0)))
     assert failures(h.submit("j2")) == {}
     assert assigns(h.wait(6.0)) == [(b"w2", "j2")]
+
+
+def test_a_queued_job_that_times_out_while_every_account_rests_says_when_one_is_back():
+    h = Harness(queue_timeout_s=10.0)
+    h.ready(b"w1")
+    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=8.0)))
+    assert failures(h.submit("j1")) == {}  # back within the deadline: it waits
+    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=300.0)))
+    err = failures(h.wait(10.5))["j1"]
+    assert err.kind == "queue_timeout" and 289 <= err.retry_after_s <= 290
