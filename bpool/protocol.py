@@ -69,9 +69,19 @@ class _Part(msgspec.Struct, array_like=True, frozen=True):
 # ---------------------------------------------------------------------------- nested parts
 
 
+class Attachment(_Part):
+    """A file that goes with a message (an image, a PDF), already fetched and checked by the
+    front: the worker uploads it to the page as it is."""
+
+    name: str
+    mime: str
+    data: bytes
+
+
 class ChatMessage(_Part):
     role: str  # "system" | "user" | "assistant" | "tool"
     content: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 class JobSpec(_Part):
