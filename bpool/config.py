@@ -82,6 +82,10 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_BODY_TIMEOUT_S", Positive, 30.0, "limit for receiving a request body (then 408)", "s", group="front"),
     Var("BPOOL_POOL_MODE", Literal["", "demo", "accounts", "none"], "", "the pool's mode, set by sync for the front (run/front.env): `demo` marks answers `x-bpool-demo: 1`, `none` answers 503 `no_accounts` (internal)", group="front"),
     Var("BPOOL_WRITE_TIMEOUT_S", Positive, 30.0, "a client that reads nothing of its answer for this long is cut off (its job cancelled)", "s", group="front"),
+    Var("BPOOL_MAX_ATTACHMENT_BYTES", Count, 5 * 1024 * 1024, "largest image or file a message may carry (data: URL or fetched URL; 400 above it)", "bytes", group="front"),
+    Var("BPOOL_MAX_ATTACHMENTS_BYTES", Count, 16 * 1024 * 1024, "all images and files of one request together (400 above it)", "bytes", group="front"),
+    Var("BPOOL_ATTACHMENT_FETCH_TIMEOUT_S", Positive, 15.0, "limit for fetching one http(s) image URL", "s", group="front"),
+    Var("BPOOL_ATTACHMENT_PRIVATE_URLS", bool, False, "`1`: image URLs may point at loopback and private addresses (off: the front never fetches from its own network)", group="front"),
     # -- the broker
     Var("BPOOL_MAX_QUEUE", NonNegativeInt, 256, "how many requests may wait (then 429 with `Retry-After`)", "requests", group="broker"),
     Var("BPOOL_COOLDOWN_S", Positive, 60.0, "cool-down of a rate-limited account when the page gives no time", "s", group="broker"),
