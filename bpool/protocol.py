@@ -42,6 +42,8 @@ Conversation rules (the broker contract, docs/architecture.md):
   - `error=None`: usable again (ends any of the states above).
 * `Goodbye` means the worker takes no new jobs; a job it holds still runs to its end, after which
   the broker forgets the worker.
+* `ProfileInfo` updates what /health shows about the worker's login (its cookie expiry after
+  the worker saved a refreshed storage state); it has no effect on jobs or states.
 * The front sees `Assigned` (which profile serves the job), then the worker's `Chunk`s and `Done`
   forwarded byte for byte, or a `Failed` from the broker. The front pings the broker with `Ping`;
   `Pong.broker_id` changes when the broker restarts; the front then asks the new broker with
@@ -151,6 +153,9 @@ class WorkerStatus(_Part):
     models: tuple[str, ...]
     job_id: str | None = None
     cooldown_remaining_s: float | None = None  # time left in "cooling" or "paused"
+    # Unix time at which the profile's first Google session cookie expires (None: unknown).
+    cookie_expires_at: float | None = None
+    last_answer_s: float | None = None  # seconds since its last successful answer (None: none)
 
 
 class PoolStatus(_Part):
@@ -240,6 +245,7 @@ class Ready(_Msg):
     account: str = ""
     models: tuple[str, ...] = ()
     unusable: ErrorInfo | None = None  # e.g. logged out at start: registered but out of rotation
+    cookie_expires_at: float | None = None  # Unix time the first session cookie expires
 
 
 class Started(_Msg):
@@ -264,6 +270,13 @@ class Goodbye(_Msg):
     reason: str
 
 
+class ProfileInfo(_Msg):
+    """Worker -> broker, outside a job: the profile's login changed (a refreshed storage state
+    was saved) while registered; it never changes the worker's state."""
+
+    cookie_expires_at: float | None = None
+
+
 class Assign(_Msg):
     job_id: str
     spec: JobSpec
@@ -276,7 +289,7 @@ class Disconnect(_Msg):
 FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery, JobsQuery]
 BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply, JobsKnown]
 WorkerToBroker = Union[
-    Ready, Heartbeat, Started, Chunk, Done, JobFailed, Idle, AccountState, Goodbye
+    Ready, Heartbeat, Started, Chunk, Done, JobFailed, Idle, AccountState, Goodbye, ProfileInfo
 ]
 BrokerToWorker = Union[Assign, Cancel, Heartbeat, Disconnect]
 

@@ -22,7 +22,7 @@ from bpool.pool.state import (
 from bpool.protocol import (
     PROTOCOL_VERSION, AccountState, Cancel, Chunk, Disconnect, Done, ErrorInfo,
     Failed, Goodbye, Heartbeat, Idle, JobFailed, JobsKnown, JobsQuery, Ping, PoolStatus, Pong,
-    Ready, Started, StatusQuery, StatusReply, Submit, error,
+    ProfileInfo, Ready, Started, StatusQuery, StatusReply, Submit, error,
 )
 
 __all__ = ["Action", "BrokerCore", "ForwardFront", "SendFront", "SendWorker"]
@@ -80,6 +80,8 @@ class BrokerCore(JobBook):
                 self._on_idle(w, now, acts)
             case AccountState(error=err):
                 self._on_account_state(w, err, now, acts)
+            case ProfileInfo(cookie_expires_at=expires):
+                w.cookie_expires_at = expires
             case Goodbye(reason=reason):
                 w.leaving = True
                 if w.job is None:
@@ -105,6 +107,8 @@ class BrokerCore(JobBook):
                 acts.append(ForwardFront(job.front, raw))
                 self._end_job(w, job, now)
                 w.jobs_served += 1
+                if msg.finish_reason != "cancelled":
+                    w.last_answer = now
                 self.counters["jobs_done"] += 1
                 self._avg_job_s += 0.2 * (now - job.assigned_at - self._avg_job_s)
             case JobFailed():

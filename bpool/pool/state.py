@@ -93,6 +93,8 @@ class Worker:
     pending: ErrorInfo | None = None  # account trouble reported mid-job, applied at Idle
     broken: bool = False  # the worker cannot continue and will exit
     leaving: bool = False  # Goodbye received
+    cookie_expires_at: float | None = None  # from ProfileInfo; until then the Ready's
+    last_answer: float | None = None  # when its last answer finished (not cancelled)
 
     @property
     def profile(self) -> str:
@@ -159,4 +161,7 @@ def worker_status(w: Worker, now: float) -> WorkerStatus:
         cooldown_remaining_s=(
             round(max(0.0, w.cooldown_until - now), 3) if w.state in TIMED_STATES else None
         ),
+        cookie_expires_at=(w.cookie_expires_at if w.cookie_expires_at is not None
+                           else w.ready.cookie_expires_at),
+        last_answer_s=round(now - w.last_answer, 3) if w.last_answer is not None else None,
     )

@@ -26,7 +26,7 @@ from bpool.wire import sockets as _zmq
 
 from bpool.wire import curve
 from bpool.protocol import (PROTOCOL_VERSION, Assign, BrokerToWorker, Disconnect, Done, ErrorInfo,
-                            JobFailed, JobSpec, Ready, Usage, decoder, encoder, error)
+                            JobFailed, JobSpec, ProfileInfo, Ready, Usage, decoder, encoder, error)
 from bpool.worker.link_core import (BackendGone, Cancelled, CancelRun, Exit, Failed, Finished,
                                     LinkCore, LinkTimes, Reconnect, ResetPage, RunOutcome, Send,
                                     StartRun)
@@ -143,6 +143,7 @@ class _Link:
         self.run_task: asyncio.Task | None = None
         self.exit_code: int | None = None
         self.readable: _zmq.Readable
+        self.told_expiry: float | None = None  # the cookie expiry the broker last heard of
 
     # -- socket
 
@@ -173,8 +174,17 @@ class _Link:
 
     def ready(self) -> Ready:
         b = self.backend
+        self.told_expiry = getattr(b, "cookie_expires_at", None)
         return Ready(PROTOCOL_VERSION, b.profile_id, os.getpid(), self.incarnation,
-                     b.engine, b.account, tuple(b.models), b.unusable)
+                     b.engine, b.account, tuple(b.models), b.unusable, self.told_expiry)
+
+    def tell_profile_info(self) -> None:
+        """A login refreshed while registered (bpool.worker.refresh) reaches /health without
+        re-registering, which would take the worker out of rotation for a moment."""
+        expiry = getattr(self.backend, "cookie_expires_at", None)
+        if expiry != self.told_expiry and self.core.registered:
+            self.told_expiry = expiry
+            self.send(ProfileInfo(expiry))
 
     # -- performing the core's decisions
 
@@ -254,6 +264,7 @@ class _Link:
                 log.info("stopping: draining the current job, then saying goodbye")
                 self.perform(self.core.stop(now))
             self.perform(self.core.tick(now))
+            self.tell_profile_info()
             if self.exit_code is not None:
                 if self.core.dead:
                     return self.exit_code
