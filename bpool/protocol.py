@@ -30,8 +30,11 @@ Conversation rules (the broker contract, docs/architecture.md):
   finish_reason "cancelled" (or `JobFailed`). The worker stays busy until it has answered.
 * `AccountState` reports the account's condition outside a job; the same kinds in a `JobFailed`
   (or `Ready.unusable`) have the same effect once the worker is `Idle`:
-  - rate_limited: state "cooling" for `retry_after_s` (else the broker's BPOOL_COOLDOWN_S),
-    then idle again by itself;
+  - rate_limited: free quotas are per account AND per model, so a rate limit rests the account
+    for one model only: the model of the job that hit it (`JobFailed`) or `AccountState.model`,
+    for `retry_after_s` (else the broker's BPOOL_COOLDOWN_S); the worker stays idle for every
+    other model. With `AccountState.model=None` the whole account cools: state "cooling", then
+    idle again by itself;
   - paused: the site refused the account (permission denied, a bot check): state "paused" for
     `retry_after_s` (else the broker's BPOOL_PAUSE_S, default 30 min), then idle again; the
     account is never retried at once;
@@ -156,6 +159,18 @@ class WorkerStatus(_Part):
     # Unix time at which the profile's first Google session cookie expires (None: unknown).
     cookie_expires_at: float | None = None
     last_answer_s: float | None = None  # seconds since its last successful answer (None: none)
+    cooling: dict[str, float] = {}  # model -> seconds left of its rate-limit cool-down
+
+
+class ModelUsage(_Part):
+    """What one profile did for one model since the broker started (one row of PoolStatus.usage)."""
+
+    profile_id: str
+    model: str
+    requests: int = 0  # jobs that ended on this profile (done or failed)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: dict[str, int] = {}  # error kind -> jobs that failed with it
 
 
 class PoolStatus(_Part):
@@ -163,6 +178,7 @@ class PoolStatus(_Part):
     workers: tuple[WorkerStatus, ...]
     queue_length: int
     counters: dict[str, int]
+    usage: tuple[ModelUsage, ...] = ()  # per profile and model
 
 
 # ---------------------------------------------------------------------------- messages
@@ -260,6 +276,7 @@ class JobFailed(_Msg):
 
 class AccountState(_Msg):
     error: ErrorInfo | None  # None: usable again
+    model: str | None = None  # rate_limited for this model only; None: the whole account
 
 
 class Idle(_Msg):
