@@ -111,6 +111,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_RATE_LIMIT_COOLDOWN_S", Positive, 300.0, "cool-down after a burst limit (\"too many requests\")", "s", group="worker"),
     Var("BPOOL_QUOTA_COOLDOWN_S", Positive, 4 * 3600.0, "cool-down after \"exceeded quota\" when the reset time is unknown", "s", group="worker"),
     Var("BPOOL_TIMINGS_FILE", str, "", "append per-job phase timings (JSON lines) here; used by `bench browser`", group="worker"),
+    Var("BPOOL_COOKIE_REFRESH_S", NonNegative, 6 * 3600.0, "how often a worker saves its browser's refreshed login back to the cookie file (also at a clean stop; previous file kept as `NAME.json.bak`); 0 = never", "s", group="worker"),
     Var("BPOOL_BROWSER_OWNER", str, "", "set by a worker for the browsers it launches, so a restart can reap them (internal)", group="worker"),
     # -- operating (supervisord, profiles)
     Var("BROWSER_PROFILE_DIR", str, "", "where cookie files are read from (`--auth-directory` overrides)", group="ops", shown_default="cookies/"),
