@@ -21,6 +21,7 @@ from bpool.worker.engines import (EX_CONFIG, BrowserDirs, EngineError, EngineSet
 from bpool.studio.outcomes import BrowserGone, StepError
 from bpool.worker.profiles import Profile
 from bpool.worker.link import BackendDead, Job, JobError, LinkSettings, run_worker
+from bpool.worker import refresh
 
 log = logging.getLogger("bpool.browser")
 PROG = "bpool.browser_proc"
@@ -58,6 +59,7 @@ class BrowserBackend:
         self.account = ""
         self.models: tuple[str, ...] = ()
         self.unusable: ErrorInfo | None = None
+        self.cookie_expires_at: float | None = None  # kept by bpool.worker.refresh
 
     async def run(self, job: Job) -> tuple[str, Usage | None]:
         try:
@@ -144,7 +146,9 @@ async def serve(settings: WorkerSettings, profile: Profile) -> int:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.error("could not open the studio: %s", first or "timed out")
             return 1
+        keeper = refresh.start(browser.context, profile, backend)  # the login saved back
         code = await run_worker(backend, settings.link, stop)
+        await keeper.close(save=code == 0 and not died)
         return 1 if died else code
     finally:
         watcher.cancel()

@@ -1,0 +1,167 @@
+"""Saving a worker's refreshed login back to its cookie file (bpool.worker.refresh): the file
+rules (atomic, 0600, a backup, the profile lock, a swapped-in file left alone, no save without a
+session cookie) and, in real Chromium, a cookie the site rotates reaching the file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+from aiohttp import web
+from playwright.async_api import async_playwright
+
+from bpool.worker import refresh
+from bpool.worker.refresh import CookieFile, LoginKeeper, earliest_expiry, profile_lock
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+DAY = 86400.0
+
+
+def cookie(name: str, value: str, expires: float, domain: str = "127.0.0.1") -> dict:
+    return {"name": name, "value": value, "domain": domain, "path": "/", "expires": expires,
+            "httpOnly": True, "secure": False, "sameSite": "Lax"}
+
+
+def state(*cookies: dict) -> dict:
+    return {"cookies": list(cookies), "origins": []}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def write(path: Path, body: dict) -> None:
+    path.write_text(json.dumps(body))
+    path.chmod(0o600)
+
+
+def test_earliest_expiry_is_the_first_dated_session_cookie() -> None:
+    s = state(cookie("SID", "a", 5000.0), cookie("__Secure-1PSIDTS", "b", 3000.0),
+              cookie("NID", "c", 1000.0),  # not a session cookie
+              cookie("HSID", "d", -1))  # lives as long as the browser: no date
+    assert earliest_expiry(s) == 3000.0
+    assert earliest_expiry(state(cookie("NID", "c", 1000.0))) is None
+
+
+def test_save_replaces_atomically_keeps_a_backup_and_both_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    old = state(cookie("SID", "old", 1000.0))
+    write(path, old)
+    f = CookieFile(path)
+    new = state(cookie("SID", "new", 2000.0))
+    assert f.save(new) == "saved"
+    assert json.loads(path.read_text()) == new
+    assert json.loads((tmp_path / "alice.json.bak").read_text()) == old
+    assert mode(path) == mode(tmp_path / "alice.json.bak") == 0o600
+    newer = state(cookie("SID", "newer", 3000.0))
+    assert f.save(newer) == "saved"  # its own write does not count as a replacement
+    assert json.loads((tmp_path / "alice.json.bak").read_text()) == new
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"alice.json", "alice.json.bak",
+                                                         ".alice.json.lock"}
+    assert leftovers == set()
+
+
+def test_no_save_while_the_lock_is_held_or_after_the_file_was_swapped(tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    write(path, state(cookie("SID", "old", 1000.0)))
+    f = CookieFile(path)
+    with profile_lock(path, wait=True) as got:  # what scripts/swap-cookie holds
+        assert got
+        assert f.save(state(cookie("SID", "late", 2000.0))) == "busy"
+    assert json.loads(path.read_text())["cookies"][0]["value"] == "old"
+    swapped = tmp_path / "fresh.json"
+    write(swapped, state(cookie("SID", "swapped-in", 9000.0)))
+    os.replace(swapped, path)
+    assert f.save(state(cookie("SID", "stale-login", 2000.0))) == "replaced"
+    assert json.loads(path.read_text())["cookies"][0]["value"] == "swapped-in"
+    assert not (tmp_path / "alice.json.bak").exists()
+
+
+def test_a_state_without_session_cookies_never_overwrites_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    write(path, state(cookie("SID", "good", 1000.0)))
+    assert CookieFile(path).save(state(cookie("NID", "x", 2000.0))) == "no_session"
+    assert json.loads(path.read_text())["cookies"][0]["value"] == "good"
+
+
+class Backend:
+    unusable = None
+    cookie_expires_at: float | None = None
+
+
+class Profile:
+    def __init__(self, path: Path) -> None:
+        self.id, self.path = "alice", path
+
+    def storage_state(self) -> dict:
+        return json.loads(self.path.read_text())
+
+
+async def poll(check, what: str, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def test_a_cookie_the_site_rotates_reaches_the_file_periodically_and_at_close(
+        tmp_path: Path, monkeypatch) -> None:
+    """The site sets a new SIDCC on each visit, as Google does; the keeper's saves carry it."""
+    now = time.time()
+    rotated: list[str] = []
+
+    async def visit(request: web.Request) -> web.Response:
+        resp = web.Response(text="<title>ok</title>", content_type="text/html")
+        rotated.append(f"rotated-{len(rotated)}")
+        resp.set_cookie("SIDCC", rotated[-1], max_age=int(30 * DAY), path="/")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", visit)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    path = tmp_path / "alice.json"
+    first = state(cookie("SID", "sid", now + 400 * DAY), cookie("SIDCC", "old", now + 2 * DAY))
+    write(path, first)
+    monkeypatch.setenv("BPOOL_COOKIE_REFRESH_S", "0.3")
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                               args=CHROMIUM_ARGS,
+                                               env={**os.environ, "HOME": str(home)})
+            try:
+                ctx = await browser.new_context(storage_state=first)
+                backend, profile = Backend(), Profile(path)
+                keeper = refresh.start(ctx, profile, backend)
+                assert backend.cookie_expires_at == now + 2 * DAY  # from the loaded file
+                page = await ctx.new_page()
+                await page.goto(f"http://127.0.0.1:{port}/")
+
+                def saved_value() -> str | None:
+                    body = json.loads(path.read_text())
+                    v = next(c["value"] for c in body["cookies"] if c["name"] == "SIDCC")
+                    return v if v != "old" else None
+
+                assert await poll(saved_value, "the periodic save") == rotated[-1]
+                expiry = backend.cookie_expires_at
+                assert expiry is not None and expiry > now + 29 * DAY  # the rotated cookie's date
+                await page.goto(f"http://127.0.0.1:{port}/")  # rotates once more
+                await keeper.close(save=True)
+                assert saved_value() == rotated[-1] == "rotated-1"
+                assert mode(path) == 0o600
+                assert json.loads((tmp_path / "alice.json.bak").read_text())["cookies"]
+            finally:
+                await browser.close()
+    finally:
+        await runner.cleanup()
