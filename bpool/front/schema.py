@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from bpool.front.errors import ApiError
+from bpool.front.attachments import PART_TYPES as ATTACHMENT_PARTS, has_attachments
 from bpool.protocol import ChatMessage, JobSpec, Usage
 
 
@@ -24,6 +25,8 @@ from bpool.protocol import ChatMessage, JobSpec, Usage
 class ContentPart(msgspec.Struct):
     type: str
     text: str | None = None
+    image_url: Any = None  # image_url and file parts: front/attachments.py checks them
+    file: Any = None
 
 
 class RequestMessage(msgspec.Struct):
@@ -120,9 +123,11 @@ def _message_text(i: int, msg: RequestMessage) -> str:
     texts = []
     for j, part in enumerate(msg.content):
         param = f"messages[{i}].content[{j}]"
+        if part.type in ATTACHMENT_PARTS:
+            continue  # fetched and checked by front/attachments.py
         if part.type != "text":
             raise ApiError(400, f"Content parts of type '{part.type}' are not supported; only "
-                           "text is", param=f"{param}.type", code="unsupported_content")
+                           "text, image_url and file are", param=f"{param}.type", code="unsupported_content")
         if part.text is None:
             raise ApiError(400, "A text content part needs 'text'", param=f"{param}.text",
                            code="invalid_value")
@@ -135,7 +140,8 @@ def to_job_spec(req: ChatRequest) -> JobSpec:
         ChatMessage("system" if m.role == "developer" else m.role, _message_text(i, m))
         for i, m in enumerate(req.messages)
     )
-    if not any(m.content.strip() for m in messages if m.role != "assistant"):
+    if not any(m.content.strip() for m in messages if m.role != "assistant") and \
+            not has_attachments(req.messages):
         raise ApiError(400, "The messages hold no text to send", param="messages",
                        code="invalid_value")
     stop: tuple[str, ...] = ()
