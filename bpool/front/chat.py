@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from bpool.front.attachments import attach
 from bpool.front.broker_link import JobEvent
 from bpool.front.errors import ApiError, error_body, error_of
 from bpool.front.appstate import LINK, REQUEST_ID, SETTINGS
@@ -115,7 +116,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, settings)
     req = parse_chat_request(body)
     request[CHAT_OBS] = obs = request.app[METRICS].chat(req.model)
-    spec = to_job_spec(req)
+    spec = await attach(req, to_job_spec(req))
     job_id = uuid.uuid4().hex
     queue = link.submit(job_id, spec, settings.queue_timeout_s)
     wait = JobWait(queue, settings)

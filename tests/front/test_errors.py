@@ -90,10 +90,10 @@ async def test_empty_messages(pool: Pool) -> None:
     assert_openai_error(resp, body, 400, param="messages")
 
 
-async def test_image_parts_are_refused(pool: Pool) -> None:
+async def test_audio_parts_are_refused(pool: Pool) -> None:
     resp, body = await call(pool, "POST", "/v1/chat/completions", headers=AUTH, json_body={
         "model": "m", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]})
+            {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]})
     assert_openai_error(resp, body, 400, "unsupported_content")
 
 
