@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -27,6 +30,55 @@ TEST_ENV = {
     "BPOOL_DRAIN_TIMEOUT_S": "5",
     "BPOOL_LOG_LEVEL": "INFO",
 }
+
+
+# ---------------------------------------------------------------------------- skip policy
+#
+# A test that needs Chromium or supervisord carries `@pytest.mark.chromium` /
+# `@pytest.mark.supervisord` (or the module-level `pytestmark`) and is skipped, with the reason
+# shown, when the binary is missing. With BPOOL_TESTS_NO_SKIPS=1 (set by .ci/run on CI, which has
+# both) any skipped test fails the run: a missing binary there must not pass as green.
+
+CHROMIUM = Path(os.environ.get("BPOOL_CHROMIUM_PATH") or "/usr/bin/chromium")
+
+
+def supervisord_path() -> str | None:
+    here = Path(sys.executable).with_name("supervisord")
+    return str(here) if here.exists() else shutil.which("supervisord")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "chromium: needs a Chromium binary (skipped without one)")
+    config.addinivalue_line("markers", "supervisord: needs supervisord (skipped without it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = {"chromium": None if CHROMIUM.exists() else f"no Chromium at {CHROMIUM}",
+               "supervisord": None if supervisord_path() else "no supervisord binary"}
+    for item in items:
+        for name, reason in missing.items():
+            if reason and item.get_closest_marker(name) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("BPOOL_TESTS_NO_SKIPS") == "1" and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if os.environ.get("BPOOL_TESTS_NO_SKIPS") == "1" and _skipped:
+        terminalreporter.section("skipped tests are failures here (BPOOL_TESTS_NO_SKIPS=1)")
+        for nodeid in _skipped:
+            terminalreporter.line(f"SKIPPED {nodeid}")
 
 
 @pytest.hookimpl(hookwrapper=True)

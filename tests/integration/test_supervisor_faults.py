@@ -23,7 +23,7 @@ from bpool.testing.supervised import (
     stream_chat,
 )
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = [pytest.mark.timeout(150), pytest.mark.supervisord, pytest.mark.chromium]
 
 LONG = " ".join(["stream"] * 300)  # about 6 s of answer at 50 tokens/s
 FAST = {"idle", "busy"}

@@ -22,7 +22,7 @@ from bpool.testing.supervised import (
     SupervisedPool, serving_again, steady_load, stream_chat,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.supervisord]
 
 WORKER_SH = """#!/bin/sh
 # $1 = python, $2 = profile id. "crashy" dies at every start; "ghost" is logged out.

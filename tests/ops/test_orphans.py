@@ -23,7 +23,7 @@ from bpool.ops import lifeline
 from bpool.worker import procs
 from bpool.testing.supervised import SupervisedPool, marked_pids, serving_again
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.supervisord]
 
 FAKE = "{python} -m bpool.testing.fake_worker --profile-id {profile_id} --chunks 3"
 
@@ -182,6 +182,7 @@ def test_lifeline_passes_the_parent_death_signal_on_and_scrubs(tmp_path: Path) -
                 pass
 
 
+@pytest.mark.chromium
 def test_kill_9_of_supervisord_takes_the_browsers_too(tmp_path: Path) -> None:
     """Real Chromium workers on the simulator: each worker gets SIGTERM from the kernel and
     closes its browser, which runs in a process group of its own."""

@@ -23,7 +23,7 @@ from bpool.ops.wait import fetch_health
 from bpool.testing.pool import free_port
 from bpool.testing.supervised import SupervisedPool
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.supervisord]
 
 KEY = "sk-runbook-0123456789"
 WORKER_SH = """#!/bin/sh

@@ -23,6 +23,8 @@ from bpool.sim.server import ThreadedSim
 from bpool.sim.settings import SimSettings
 from sim_evidence import GOOGLE_SEARCH_TOOL, REAL_REQUEST, THINKING_INDEX, skeleton
 
+pytestmark = pytest.mark.chromium
+
 TRICKY = 'héllo 日本語 🙂 [x]]","model"] {"a": [1]} back\\slash "dq"\nline2'
 QUIET = {"tokens_per_s": 0, "first_token_s": 0, "welcome_dialog": False, "cookie_bar": False,
          "got_it": False}

@@ -14,6 +14,8 @@ from bpool.studio.outcomes import StepError
 from test_browser_worker import (  # noqa: F401  (fixtures)
     DEFAULT_KNOBS, Recorder, open_page, sim, sim_server, spec)
 
+pytestmark = pytest.mark.chromium
+
 ANSWER = "Hello from alice@sim.test. You said: "
 
 

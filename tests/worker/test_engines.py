@@ -19,7 +19,7 @@ from bpool.worker import procs
 from bpool.worker.engines import BrowserDirs, EngineError, EngineSettings, choose_engine
 
 CHROMIUM = Path(engines.DEFAULT_CHROMIUM)
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="no system Chromium")
+needs_chromium = pytest.mark.chromium
 
 
 def fake_camoufox(root: Path, layout: str = "versioned") -> Path:
