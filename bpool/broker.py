@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         return config.EX_CONFIG
     stop = Stop()
     config.stop_on_signals(stop)
+    # Browser sessions: placement on its own thread and sockets (bpool/sessions/placement_shell.py).
+    from bpool.sessions.placement_shell import start_in_thread
+    sessions = start_in_thread()
     try:
         run(settings, stop)
     except (zmq.ZMQError, AlreadyRunning, OSError) as exc:
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except curve.CurveError as exc:
         log.error("broker cannot listen on tcp: %s", exc)
         return config.EX_CONFIG  # supervisord does not retry a configuration error forever
+    finally:
+        if sessions is not None:
+            sessions.stop()
     return 0
 
 

@@ -120,6 +120,18 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_SUPERVISORD_CONF", str, "", "the supervisord.conf the `bpool` command operates", group="ops", shown_default="supervisord.conf"),
     Var("BPOOL_POOL_PROCESS", str, "", "set by bpool.ops.lifeline for every program supervisord runs (and all their children), so that a start after supervisord died can reap what it left (internal)", group="ops"),
     Var("BPOOL_WORKER_CMD", str, "", "command that replaces `python -m bpool.browser_proc` in generated programs (tests)", group="ops"),
+    # -- browser sessions (docs/sessions.md)
+    Var("BPOOL_BROKER_SESSIONS", str, "", "the broker's endpoint for session hosts (a host on another machine sets it to the tcp address)", group="sessions", shown_default="ipc://<run dir>/sessions.sock"),
+    Var("BPOOL_BROKER_SESSIONS_FRONT", str, "", "the broker's session endpoint for the HTTP front (ipc only)", group="sessions", shown_default="ipc://<run dir>/sessions-front.sock"),
+    Var("BPOOL_SESSIONS_TCP", str, "", "also listen for session hosts on this tcp endpoint (CURVE only, the broker's keys)", group="sessions"),
+    Var("BPOOL_SESSION_HOSTS", NonNegativeInt, 1, "session host programs `bpool profiles sync` renders on this machine (0 = none)", "hosts", group="sessions"),
+    Var("BPOOL_MAX_CONTEXTS", Count, 20, "browsers one session host runs at once (its capacity)", "browsers", group="sessions"),
+    Var("BPOOL_SESSION_TIMEOUT_S", Positive, 3600.0, "a session's lifetime: the default and the most a client may ask for", "s", group="sessions"),
+    Var("BPOOL_SESSION_IDLE_TIMEOUT_S", Positive, 300.0, "a session with no CDP frame for this long ends: the default and the most a client may ask for", "s", group="sessions"),
+    Var("BPOOL_SESSION_QUEUE_MAX_S", NonNegative, 30.0, "the longest `queue_s` a client may wait for a free browser (then 429 with `Retry-After`)", "s", group="sessions"),
+    Var("BPOOL_SESSION_START_TIMEOUT_S", Positive, 30.0, "how long a session's browser may take to start", "s", group="sessions"),
+    Var("BPOOL_SESSION_BIND_HOST", str, "127.0.0.1", "address the session browsers' CDP listens on (a host on another machine: its private address)", group="sessions"),
+    Var("BPOOL_SESSION_HOST_ID", str, "", "a session host's name", group="sessions", shown_default="<hostname>-<slot>"),
     # -- the studio simulator
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
     Var("BPOOL_SIM_PORT", Port, 9223, "simulator port (0 = any free port)", group="sim"),
@@ -264,7 +276,7 @@ def worker_endpoint(rd: Path | None = None) -> str:
 
 GROUPS = {"pool": "Every process", "front": "HTTP front", "broker": "Broker",
           "worker": "Browser workers", "ops": "Operating (supervisord, profiles)",
-          "sim": "Studio simulator (demo mode and tests)"}
+          "sim": "Studio simulator (demo mode and tests)", "sessions": "Browser sessions"}
 
 
 def config_table() -> str:

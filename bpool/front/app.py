@@ -26,6 +26,7 @@ from bpool.front import metrics
 from bpool.front.schema import models_json
 from bpool.front.server import FrontRunner
 from bpool.front.settings import FrontSettings
+from bpool.sessions import api as sessions_api
 
 log = logging.getLogger("bpool.front")
 
@@ -142,6 +143,7 @@ def make_app(settings: FrontSettings) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
     metrics.install(app)
+    sessions_api.install(app)  # browser sessions (docs/sessions.md)
     return app
 
 
