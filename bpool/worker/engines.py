@@ -37,15 +37,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from bpool import config
-from bpool.worker import procs
+from bpool.worker import procs, sandbox
 
 log = logging.getLogger("bpool.engines")
 
 EX_CONFIG = 78
 ENGINES = ("auto", "camoufox", "chromium")
 DEFAULT_CHROMIUM = config.default("BPOOL_CHROMIUM_PATH")
+# Playwright adds --no-sandbox itself unless told the sandbox is wanted (chromium_sandbox).
 CHROMIUM_ARGS = (
-    "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
     "--no-first-run",
@@ -69,12 +69,14 @@ class EngineSettings:
     ENV: ClassVar[dict[str, str]] = {
         "browser": "BPOOL_BROWSER", "chromium_path": "BPOOL_CHROMIUM_PATH",
         "headless": "BPOOL_HEADLESS", "launch_timeout_s": "BPOOL_LAUNCH_TIMEOUT_S",
+        "browser_user": "BPOOL_BROWSER_USER",
     }
     browser: Literal["auto", "camoufox", "chromium"] = config.default("BPOOL_BROWSER")
     chromium_path: Path = Path(config.default("BPOOL_CHROMIUM_PATH"))
     headless: bool = config.default("BPOOL_HEADLESS")
     launch_timeout_s: config.Positive = config.default("BPOOL_LAUNCH_TIMEOUT_S")
     close_timeout_s: float = 10.0
+    browser_user: str = config.default("BPOOL_BROWSER_USER")
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "EngineSettings":
@@ -194,19 +196,28 @@ def camoufox_options(choice: EngineChoice, dirs: "BrowserDirs", common: dict[str
 
 @dataclass(frozen=True)
 class BrowserDirs:
-    root: Path  # <run dir>/browsers/<profile>
+    root: Path  # <run dir>/browsers/<profile>: lock, pid record, launch wrapper (the worker's)
+    # The browser's own HOME and user-data dir: under root, or, for a browser that runs as
+    # another user, under that user's home (sandbox.BrowserUser.data_root).
+    data: Path | None = None
 
     @classmethod
     def for_profile(cls, run_dir: Path, profile_id: str) -> "BrowserDirs":
         return cls(run_dir / "browsers" / profile_id)
 
+    def for_user(self, user: sandbox.BrowserUser | None) -> "BrowserDirs":
+        if user is None:
+            return self
+        run_dir = self.root.parent.parent
+        return BrowserDirs(self.root, user.data_root(run_dir) / self.root.name)
+
     @property
     def home(self) -> Path:
-        return self.root / "home"
+        return (self.data or self.root) / "home"
 
     @property
     def user_data(self) -> Path:
-        return self.root / "user-data"
+        return (self.data or self.root) / "user-data"
 
     @property
     def tag(self) -> str:
@@ -266,12 +277,23 @@ class LaunchedBrowser:
         killed = procs.kill_tagged(self.dirs.tag)
         if killed:
             log.info("killed %d browser processes", len(killed))
+        if self.dirs.data is not None:  # outside the run dir: nothing else would remove it
+            _remove_data(self.dirs.data)
         self.lock.clear_record()
         self.lock.release()
         atexit.unregister(self.kill)
 
 
-def _prepare(dirs: BrowserDirs) -> procs.ProfileLock:
+def _remove_data(data: Path) -> None:
+    """The browser's data (its copy of the session) and the pool's folder once it is empty."""
+    shutil.rmtree(data, ignore_errors=True)
+    try:
+        data.parent.rmdir()
+    except OSError:  # other profiles of the pool still run
+        pass
+
+
+def _prepare(dirs: BrowserDirs, user: sandbox.BrowserUser | None) -> procs.ProfileLock:
     config.ensure_private_dir(dirs.root.parent)
     config.ensure_private_dir(dirs.root)
     lock = procs.ProfileLock(dirs.root)
@@ -283,20 +305,18 @@ def _prepare(dirs: BrowserDirs) -> procs.ProfileLock:
     # A fresh user-data dir every start: the profile file is the only source of state, and a
     # killed Chromium leaves a SingletonLock that would refuse the next launch.
     shutil.rmtree(dirs.user_data, ignore_errors=True)
+    if user is not None and dirs.data is not None:
+        shutil.rmtree(dirs.home, ignore_errors=True)
+        # every level down from the user's home is the user's: it must be able to walk it
+        for d in (dirs.data.parent.parent, dirs.data.parent, dirs.data):
+            sandbox.make_private(d, user)
     for d in (dirs.home, dirs.user_data):
-        config.ensure_private_dir(d)
+        sandbox.make_private(d, user)
     return lock
 
 
 def _browser_env(dirs: BrowserDirs) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HOME=str(dirs.home),
-        XDG_CONFIG_HOME=str(dirs.home / ".config"),
-        XDG_CACHE_HOME=str(dirs.home / ".cache"),
-        **{procs.OWNER_ENV: dirs.tag},
-    )
-    return env
+    return sandbox.browser_env(dirs.home, procs.OWNER_ENV, dirs.tag)
 
 
 async def _chromium_user_agent(exe: Path) -> str | None:
@@ -333,10 +353,20 @@ async def _start_playwright(tag: str) -> Any:
 
 
 async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDirs) -> LaunchedBrowser:
-    """Start the chosen browser with a persistent, private context; never leaks a half-launch."""
-    lock = _prepare(dirs)
+    """Start the chosen browser with a persistent, private context; never leaks a half-launch.
+    A root worker starts it as BPOOL_BROWSER_USER (bpool.worker.sandbox); the returned
+    browser's `dirs` say where its data went."""
+    try:
+        user = sandbox.resolve_user(settings.browser_user)
+    except sandbox.SandboxError as exc:
+        raise EngineError(str(exc)) from None
+    dirs = dirs.for_user(user)
+    lock = _prepare(dirs, user)
     pw = None
     try:
+        executable = choice.executable
+        if user is not None:
+            executable = sandbox.write_wrapper(dirs.root / "launch-browser", user, executable)
         pw = await _start_playwright(dirs.tag)
         common: dict[str, Any] = dict(
             headless=settings.headless,
@@ -349,12 +379,14 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
         if choice.engine == "camoufox":
             from camoufox.async_api import AsyncNewBrowser
 
-            ctx = await AsyncNewBrowser(pw, **camoufox_options(choice, dirs, common))
+            ctx = await AsyncNewBrowser(pw, **camoufox_options(
+                EngineChoice(choice.engine, executable, choice.reason), dirs, common))
         else:
             ua = await _chromium_user_agent(choice.executable) if settings.headless else None
             ctx = await pw.chromium.launch_persistent_context(
-                str(dirs.user_data), executable_path=str(choice.executable),
-                args=list(CHROMIUM_ARGS), user_agent=ua, viewport=VIEWPORT, **common,
+                str(dirs.user_data), executable_path=str(executable),
+                args=list(CHROMIUM_ARGS), user_agent=ua, viewport=VIEWPORT,
+                chromium_sandbox=sandbox.use_sandbox(user), **common,
             )
     except BaseException:
         if pw is not None:
@@ -363,6 +395,8 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
             except BaseException:
                 pass
         procs.kill_tagged(dirs.tag)
+        if dirs.data is not None:
+            _remove_data(dirs.data)
         lock.release()
         raise
     pids = procs.find_tagged(dirs.tag)

@@ -153,7 +153,8 @@ async def test_launch_close_leaves_nothing_and_records_groups(tmp_path):
         record = json.loads((dirs.root / "browser.pid").read_text())
         assert record["worker_pid"] == os.getpid() and record["pgids"]
         assert os.getpgrp() not in record["pgids"]
-        assert (dirs.user_data).is_dir() and (dirs.root.stat().st_mode & 0o077) == 0
+        assert browser.dirs.user_data.is_dir() and (dirs.root.stat().st_mode & 0o077) == 0
+        assert (browser.dirs.user_data.stat().st_mode & 0o077) == 0
         page = await browser.context.new_page()
         await page.set_content("<title>t</title><p>x</p>")
         assert "HeadlessChrome" not in await page.evaluate("navigator.userAgent")
@@ -290,9 +291,9 @@ def test_camoufox_is_launched_with_main_world_eval(no_network, monkeypatch, tmp_
     monkeypatch.setattr(camoufox.async_api, "AsyncNewBrowser", fake_new_browser)
     exe = fake_camoufox(tmp_path / "cf")
     dirs = BrowserDirs.for_profile(tmp_path / "run", "dora")
-    with pytest.raises(Stop):
+    with pytest.raises(Stop):  # as the worker's own user: the executable is camoufox's own
         asyncio.run(engines.launch(engines.EngineChoice("camoufox", exe, "t"),
-                                   EngineSettings(headless=True), dirs))
+                                   EngineSettings(headless=True, browser_user=""), dirs))
     assert captured["main_world_eval"] is True
     assert captured["persistent_context"] is True
     assert captured["user_data_dir"] == str(dirs.user_data)
