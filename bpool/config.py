@@ -113,6 +113,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_TIMINGS_FILE", str, "", "append per-job phase timings (JSON lines) here; used by `bench browser`", group="worker"),
     Var("BPOOL_COOKIE_REFRESH_S", NonNegative, 6 * 3600.0, "how often a worker saves its browser's refreshed login back to the cookie file (also at a clean stop; previous file kept as `NAME.json.bak`); 0 = never", "s", group="worker"),
     Var("BPOOL_BROWSER_OWNER", str, "", "set by a worker for the browsers it launches, so a restart can reap them (internal)", group="worker"),
+    Var("BPOOL_BROWSER_USER", str, "bpool-browser", "a worker running as root starts its browser as this unprivileged user (scripts/bootstrap creates it); empty = the worker's own user (docs/security.md)", group="worker"),
     # -- operating (supervisord, profiles)
     Var("BROWSER_PROFILE_DIR", str, "", "where cookie files are read from (`--auth-directory` overrides)", group="ops", shown_default="cookies/"),
     Var("ACTIVE_AUTH_JSON_PATH", str, "", "old single-file form of `BROWSER_PROFILE_DIR` (still read, with a warning)", group="ops"),
