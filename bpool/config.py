@@ -133,6 +133,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_SESSION_START_TIMEOUT_S", Positive, 30.0, "how long a session's browser may take to start", "s", group="sessions"),
     Var("BPOOL_SESSION_BIND_HOST", str, "127.0.0.1", "address the session browsers' CDP listens on (a host on another machine: its private address)", group="sessions"),
     Var("BPOOL_SESSION_HOST_ID", str, "", "a session host's name", group="sessions", shown_default="<hostname>-<slot>"),
+    Var("BPOOL_DATABASE_URL", str, "", "PostgreSQL URL of the session log (empty: SQLite at `<run dir>/sessions.sqlite3`)", group="sessions"),
     # -- the studio simulator
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
     Var("BPOOL_SIM_PORT", Port, 9223, "simulator port (0 = any free port)", group="sim"),

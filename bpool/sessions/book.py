@@ -9,7 +9,6 @@ soon as it can be imported, and `to_info` reads its records by field name.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +60,7 @@ def open_book(run_dir: Path) -> Any:
         return MemoryLog()
     from bpool import config
 
-    # BPOOL_DATABASE_URL belongs to the log library; read through the registry once it is there.
-    name = "BPOOL_DATABASE_URL"
-    url = config.value(name) if name in config.REGISTRY else os.environ.get(name, "")
+    url = config.value("BPOOL_DATABASE_URL")
     return open_log(run_dir, url or None)
 
 
