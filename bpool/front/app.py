@@ -22,7 +22,7 @@ from bpool.front.chat import chat_completions
 from bpool.front.errors import (ApiError, error_body, error_response, error_type, json_response,
                                 retry_after_header)
 from bpool.front.guard import allowed_origin, check_key, cors_headers, health_view, preflight
-from bpool.front import metrics
+from bpool.front import metrics, pool_page
 from bpool.front.schema import models_json
 from bpool.front.server import FrontRunner
 from bpool.front.settings import FrontSettings
@@ -30,7 +30,7 @@ from bpool.sessions import api as sessions_api
 
 log = logging.getLogger("bpool.front")
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", *pool_page.PUBLIC_PATHS})  # the page; never its data
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,7 +99,8 @@ async def health(request: web.Request) -> web.Response:
         {"profile_id": w.profile_id, "state": w.state, "account": w.account,
          "last_error": w.last_error, "engine": w.engine, "pid": w.pid,
          "jobs_served": w.jobs_served, "since_s": round(w.since_s, 3), "job_id": w.job_id,
-         "cooldown_remaining_s": w.cooldown_remaining_s, "models": list(w.models)}
+         "cooldown_remaining_s": w.cooldown_remaining_s, "models": list(w.models),
+         "cookie_expires_at": w.cookie_expires_at, "last_answer_s": w.last_answer_s}
         for w in status.workers
     ]
     ok = any(w.state in ("idle", "busy") for w in status.workers)
@@ -142,6 +143,7 @@ def make_app(settings: FrontSettings) -> web.Application:
                         no_accounts if app[POOL_MODE] == "none" else chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
+    pool_page.install(app)
     metrics.install(app)
     sessions_api.install(app)  # browser sessions (docs/sessions.md)
     return app

@@ -1,0 +1,96 @@
+"""A Playwright client drives a browser session through the front's CDP relay."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Iterator
+
+import aiohttp
+import pytest
+from playwright.async_api import async_playwright
+
+from sessions.harness import AUTH, KEY, SessionPool
+
+pytestmark = pytest.mark.chromium
+
+PAGE = "data:text/html,<title>relay</title><p id=x>forty</p><script>window.n = 40 + 2</script>"
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionPool]:
+    p = SessionPool(tmp_path_factory.mktemp("cdp"), {"h1": 3})
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+async def test_playwright_navigates_evaluates_and_screenshots_through_the_relay(
+        pool: SessionPool) -> None:
+    s = pool.create(idle_timeout_s=120)
+    assert s["state"] == "ready" and s["host"] == "h1"
+    assert s["ws_url"] == f"ws://127.0.0.1:{pool.port}/v1/sessions/{s['id']}/ws"
+    assert pool.browsers_of("h1")  # its own Chromium runs
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(s["ws_url"], headers=AUTH)
+        context = browser.contexts[0]
+        page = await context.new_page()
+        await page.goto(PAGE)
+        assert await page.title() == "relay"
+        assert await page.evaluate("window.n") == 42
+        assert await page.text_content("#x") == "forty"
+        shot = await page.screenshot()
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 1000
+        live = pool.session(s["id"])
+        assert live["state"] == "connected"
+        await browser.close()
+    # The relay's counters reach the placement with the next heartbeat.
+    counted = pool.wait_until(lambda: (x := pool.session(s["id"]))["bytes_from_browser"] > len(shot)
+                              and x, 10, "relayed bytes counted")
+    assert counted["bytes_to_browser"] > 0 and counted["connected_at"] is not None
+    assert 'bpool_session_relay_bytes_total{direction="from_browser"}' in pool.metrics()
+    status, ended = pool.request("DELETE", f"/v1/sessions/{s['id']}")
+    assert status == 200 and ended["state"] == "ended" and ended["end_reason"] == "deleted"
+    pool.wait_until(lambda: not pool.browsers_of("h1"), 20, "the session's browser gone")
+    assert pool.session(s["id"])["end_reason"] == "deleted"  # kept in the session log
+
+
+async def test_http_discovery_for_clients_given_an_http_endpoint(pool: SessionPool) -> None:
+    s = pool.create()
+    status, version = pool.request("GET", f"/v1/sessions/{s['id']}/json/version/")
+    assert status == 200 and version["webSocketDebuggerUrl"] == s["ws_url"]
+    async with async_playwright() as p:
+        browser = await p.chromium.connect_over_cdp(
+            f"http://127.0.0.1:{pool.port}/v1/sessions/{s['id']}", headers=AUTH)
+        page = await browser.contexts[0].new_page()
+        assert await page.evaluate("6 * 7") == 42
+        await browser.close()
+    assert pool.request("DELETE", f"/v1/sessions/{s['id']}")[0] == 200
+
+
+async def test_the_relay_closes_with_the_reason_the_session_ended(pool: SessionPool) -> None:
+    s = pool.create()
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(s["ws_url"], headers=AUTH) as ws:
+            await ws.send_json({"id": 1, "method": "Browser.getVersion"})
+            answer = await ws.receive_json(timeout=30)
+            assert answer["id"] == 1 and "Chrome" in answer["result"]["product"]
+            # A second client on the same session is refused while the first is attached.
+            with pytest.raises(aiohttp.WSServerHandshakeError) as second:
+                await http.ws_connect(s["ws_url"], headers=AUTH)
+            assert second.value.status == 409
+            assert pool.request("DELETE", f"/v1/sessions/{s['id']}")[0] == 200
+            msg = await ws.receive(timeout=30)
+            assert msg.type == aiohttp.WSMsgType.CLOSE
+            assert ws.close_code == 4410 and msg.extra == "session ended: deleted"
+        # An ended session cannot be joined; a bad key cannot even try.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as gone:
+            await http.ws_connect(s["ws_url"], headers=AUTH)
+        assert gone.value.status == 410
+        other = pool.create()
+        with pytest.raises(aiohttp.WSServerHandshakeError) as denied:
+            await http.ws_connect(other["ws_url"], headers={"Authorization": "Bearer wrong"})
+        assert denied.value.status == 401
+        assert pool.request("DELETE", f"/v1/sessions/{other['id']}")[0] == 200
+    assert KEY not in "".join(pool.logs(n) for n in pool.procs)  # never logged
