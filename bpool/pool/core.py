@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import os
 from collections import deque
 
+from bpool.pool.health import AccountHealth
 from bpool.pool.jobs import JobBook
 from bpool.pool.state import (
-    ACCOUNT_STATES, COUNTERS, MAX_MOVES, MOVABLE_KINDS, OUT_STATES, TIMED_STATES, Action,
-    ForwardFront, Job, SendFront, SendWorker, Worker, WorkerState, nobody_in_time, rest_left,
-    serves,
-    worker_status,
+    COUNTERS, MAX_MOVES, MOVABLE_KINDS, TIMED_STATES, Action, ForwardFront, Job, SendFront, SendWorker, Worker, WorkerState, can_take, nobody_in_time,
+    rest_left, worker_status,
 )
 from bpool.protocol import (
-    PROTOCOL_VERSION, AccountState, Cancel, Chunk, Disconnect, Done, ErrorInfo,
+    PROTOCOL_VERSION, AccountState, Cancel, Chunk, Disconnect, Done,
     Failed, Goodbye, Heartbeat, Idle, JobFailed, JobsKnown, JobsQuery, Ping, PoolStatus, Pong,
     ProfileInfo, Ready, Started, StatusQuery, StatusReply, Submit, error,
 )
@@ -30,7 +30,7 @@ __all__ = ["Action", "BrokerCore", "ForwardFront", "SendFront", "SendWorker"]
 log = logging.getLogger("bpool.broker")
 
 
-class BrokerCore(JobBook):
+class BrokerCore(AccountHealth, JobBook):
     def __init__(
         self,
         *,
@@ -59,6 +59,10 @@ class BrokerCore(JobBook):
         self._model_count: dict[str, int] = {}  # registered workers listing each model
         self._any_model = 0  # registered workers with an empty model list (serve anything)
         self._avg_job_s = 5.0  # moving average of job durations, for Retry-After estimates
+        self._cool: dict[str, dict[str, float]] = {}  # rate-limit cool-downs (pool/health.py)
+        self._usage = {}
+        self._next_cool_end = math.inf
+        self.cooling_changed = False
 
     # ------------------------------------------------------------------ worker side
 
@@ -78,8 +82,8 @@ class BrokerCore(JobBook):
                 self._on_job_message(w, msg, raw, now, acts)
             case Idle():
                 self._on_idle(w, now, acts)
-            case AccountState(error=err):
-                self._on_account_state(w, err, now, acts)
+            case AccountState(error=err, model=model):
+                self._on_account_state(w, err, model, now, acts)
             case ProfileInfo(cookie_expires_at=expires):
                 w.cookie_expires_at = expires
             case Goodbye(reason=reason):
@@ -107,6 +111,11 @@ class BrokerCore(JobBook):
                 acts.append(ForwardFront(job.front, raw))
                 self._end_job(w, job, now)
                 w.jobs_served += 1
+                row = w.usage.get(job.spec.model) or self._usage_row(w, job.spec.model)
+                row.requests += 1
+                if msg.usage is not None:
+                    row.prompt_tokens += msg.usage.prompt_tokens
+                    row.completion_tokens += msg.usage.completion_tokens
                 if msg.finish_reason != "cancelled":
                     w.last_answer = now
                 self.counters["jobs_done"] += 1
@@ -148,6 +157,7 @@ class BrokerCore(JobBook):
             acts.append(SendWorker(identity, Disconnect(reason)))
             return
         w = Worker(identity, msg, frozenset(msg.models), "busy", now, now, now)
+        self._profile_books(w)
         self._workers[identity] = w
         self.counters["workers_registered"] += 1
         if w.models:
@@ -173,15 +183,19 @@ class BrokerCore(JobBook):
         err = msg.error
         w.last_error = f"{err.kind}: {err.message}"
         self._end_job(w, job, now)
+        self._count_error(w, job.spec.model, err.kind)
+        limited = err.kind == "rate_limited"  # for this model only: no account state
         if err.kind == "broken":
             w.broken = True
             self._set_state(w, "draining", now)
-        elif err.kind in MOVABLE_KINDS:
+        elif err.kind in MOVABLE_KINDS and not limited:
             w.pending = err
         if err.kind in MOVABLE_KINDS and not msg.output_sent and job.moves < MAX_MOVES:
             self._requeue(job, now, acts)
         else:
             self._fail(job, err, acts)
+        if limited:  # after the move: a moved job nobody can take now fails with the 429
+            self._cool_model(w, job.spec.model, err, now, acts)
 
     def _on_idle(self, w: Worker, now: float, acts) -> None:
         if not w.held:
@@ -201,49 +215,6 @@ class BrokerCore(JobBook):
                 self._make_available(w, now, acts)
         else:
             self._make_available(w, now, acts)
-
-    def _on_account_state(self, w: Worker, err: ErrorInfo | None, now: float, acts) -> None:
-        if err is None:
-            w.pending = None
-            if not w.held and w.state in OUT_STATES:
-                self._make_available(w, now, acts)
-            return
-        w.last_error = f"{err.kind}: {err.message}"
-        if w.broken or w.leaving:
-            return  # on its way out already
-        if err.kind == "broken":
-            w.broken = True
-            w.pending = None
-            if w.state == "idle":
-                self._idle.remove(w)
-            self._set_state(w, "draining", now)
-            return
-        if w.held:
-            w.pending = err  # applied when the worker reports Idle
-            return
-        was_idle = w.state == "idle"
-        if was_idle:
-            self._idle.remove(w)
-        if not self._apply_account(w, err, now) and (was_idle or w.state == "busy"):
-            self._make_available(w, now, acts)  # an error kind with no account effect
-
-    def _apply_account(self, w: Worker, err: ErrorInfo, now: float) -> bool:
-        """Account trouble on a worker that is not in the idle deque and holds no job; False
-        when the error kind has no effect on the account."""
-        w.last_error = f"{err.kind}: {err.message}"
-        state = ACCOUNT_STATES.get(err.kind)
-        if state == "cooling":
-            w.cooldown_until = now + (err.retry_after_s or self.cooldown_s)
-        elif state == "paused":
-            w.cooldown_until = now + (err.retry_after_s or self.pause_s)
-        if state is not None:
-            self._set_state(w, state, now)
-        elif err.kind == "broken":
-            w.broken = True
-            self._set_state(w, "draining", now)
-        else:
-            return False
-        return True
 
     # ------------------------------------------------------------------ front side
 
@@ -336,6 +307,8 @@ class BrokerCore(JobBook):
             if now - w.last_sent >= self.heartbeat_interval_s:
                 w.last_sent = now
                 acts.append(SendWorker(w.identity, Heartbeat()))
+        if now >= self._next_cool_end:
+            self._expire_cooldowns(now, acts)
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             deadline, _, job = heapq.heappop(heap)
@@ -369,7 +342,8 @@ class BrokerCore(JobBook):
     def _take_idle(self, model: str) -> Worker | None:
         idle = self._idle
         for i, w in enumerate(idle):
-            if not w.models or model in w.models:
+            # The longest-idle worker whose account is not cooling down for this model.
+            if (not w.models or model in w.models) and model not in w.cooling:
                 del idle[i]
                 return w
         return None
@@ -377,7 +351,7 @@ class BrokerCore(JobBook):
     def _make_available(self, w: Worker, now: float, acts) -> None:
         """w holds nothing and may work: give it the oldest job it can serve, else park it."""
         for i, job in enumerate(self._queue):
-            if serves(w, job.spec.model):
+            if can_take(w, job.spec.model):
                 del self._queue[i]
                 self._assign(w, job, now, acts)
                 return
@@ -413,4 +387,5 @@ class BrokerCore(JobBook):
             worker_status(w, now)
             for w in self._workers.values()
         )
-        return PoolStatus(self.broker_id, workers, len(self._queue), dict(self.counters))
+        return PoolStatus(self.broker_id, workers, len(self._queue), dict(self.counters),
+                          self.usage_rows())

@@ -27,6 +27,9 @@ class JobBook:
     def _set_state(self, w: Worker, state, now: float) -> None:
         raise NotImplementedError
 
+    def _count_error(self, w: Worker, model: str, kind: str) -> None:
+        raise NotImplementedError
+
     def _assign(self, w: Worker, job: Job, now: float, acts) -> None:
         job.state = "running"
         job.worker = w.identity
@@ -93,6 +96,7 @@ class JobBook:
     def _lose_job(self, job: Job, w: Worker, why: str, now: float, acts) -> None:
         """The worker holding `job` is gone (or lost it): move it once if it never started."""
         job.worker = None
+        self._count_error(w, job.spec.model, "worker_died")
         if not job.started and not job.moved_for_death and job.moves < MAX_MOVES:
             job.moved_for_death = True
             self._requeue(job, now, acts)

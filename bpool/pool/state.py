@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Literal, NamedTuple, Union
 
 from bpool.protocol import (
@@ -95,34 +95,63 @@ class Worker:
     leaving: bool = False  # Goodbye received
     cookie_expires_at: float | None = None  # from ProfileInfo; until then the Ready's
     last_answer: float | None = None  # when its last answer finished (not cancelled)
+    # model -> end of its rate-limit cool-down: the profile's own dict in BrokerCore, shared by
+    # every registration of the profile (a quota belongs to the account, not to a process).
+    cooling: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, "UsageRow"] = field(default_factory=dict)  # the profile's rows, by model
 
     @property
     def profile(self) -> str:
         return self.ready.profile_id
 
 
+@dataclass(slots=True, eq=False)
+class UsageRow:
+    """One profile's work for one model (protocol.ModelUsage once in a status reply)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
 def serves(w: Worker, model: str) -> bool:
     return not w.models or model in w.models
 
 
-def _resting(workers: Iterable[Worker], model: str) -> tuple[list[Worker], list[float]] | None:
-    """The workers for `model` and when the resting ones come back, if none can work now
-    (None when one is idle, busy or about to be, or when none is registered)."""
+def can_take(w: Worker, model: str) -> bool:
+    """w serves `model` and its account is not cooling down for it."""
+    return (not w.models or model in w.models) and model not in w.cooling
+
+
+def _resting(workers: Iterable[Worker], model: str, now: float
+             ) -> tuple[list[Worker], list[float], bool] | None:
+    """The workers for `model`, when the resting ones come back and whether one of them is
+    rate-limited for it, if none can work now (None when one is idle, busy or about to be, or
+    when none is registered)."""
     candidates = [w for w in workers if serves(w, model)]
     if not candidates:
         return None  # nobody registered yet: a worker may still come (queue as usual)
     back_at: list[float] = []
+    limited = False
     for w in candidates:
+        end = w.cooling.get(model)
+        if end is not None and end <= now:
+            end = None  # over; the next tick takes it off
         if w.state in TIMED_STATES:
-            back_at.append(w.cooldown_until)
+            back_at.append(w.cooldown_until if end is None else max(end, w.cooldown_until))
+            limited = limited or w.state == "cooling" or end is not None
+        elif end is not None:
+            back_at.append(end)
+            limited = True
         elif w.state not in OUT_STATES and not w.leaving and not w.broken:
             return None
-    return candidates, back_at
+    return candidates, back_at, limited
 
 
 def rest_left(workers: Iterable[Worker], model: str, now: float) -> float | None:
     """Seconds until the first account for `model` is back, when every one of them rests."""
-    resting = _resting(workers, model)
+    resting = _resting(workers, model, now)
     return min(resting[1]) - now if resting and resting[1] else None
 
 
@@ -130,11 +159,18 @@ def nobody_in_time(workers: Iterable[Worker], model: str, now: float, timeout: f
                    ) -> ErrorInfo | None:
     """Why no registered worker can take `model` before the queue deadline, if none can:
     every account logged out (or awaiting consent) fails at once instead of after the
-    whole queue timeout; accounts that all cool down past the deadline say when to retry."""
-    resting = _resting(workers, model)
+    whole queue timeout; accounts that all rest past the deadline say when to retry. When one
+    of them is rate-limited for the model, the answer is a 429 at once, whatever the deadline:
+    a quota ends at a known time and the client is better told when than kept waiting."""
+    resting = _resting(workers, model, now)
     if resting is None:
         return None
-    candidates, back_at = resting
+    candidates, back_at, limited = resting
+    if limited:
+        wait = max(0.1, min(back_at) - now)
+        return error("rate_limited", f"every account for {model!r} is rate-limited or resting; "
+                                     f"the first is back in {wait:.0f} s",
+                     retry_after_s=round(wait, 1))
     states = ", ".join(sorted({f"{w.profile} {w.state}" for w in candidates}))
     if not back_at:
         return error("no_workers", f"no account can serve {model!r} now ({states}); "
@@ -164,4 +200,5 @@ def worker_status(w: Worker, now: float) -> WorkerStatus:
         cookie_expires_at=(w.cookie_expires_at if w.cookie_expires_at is not None
                            else w.ready.cookie_expires_at),
         last_answer_s=round(now - w.last_answer, 3) if w.last_answer is not None else None,
+        cooling={m: round(max(0.0, end - now), 3) for m, end in w.cooling.items()},
     )

@@ -277,10 +277,11 @@ def test_rate_limited_job_moves_and_worker_cools_down_then_returns():
     assert h.worker("w1").state == "busy"  # held until it has reset
     h.w(b"w1", Idle())
     st = h.worker("w1")
-    assert st.state == "cooling" and st.cooldown_remaining_s == pytest.approx(30.0)
+    # Cooling for the job's model only (tests/pool/test_model_cooldown.py has the rest).
+    assert st.state == "idle" and st.cooling == {"m": pytest.approx(30.0)}
     assert st.last_error.startswith("rate_limited")
     h.wait(10)
-    assert assigns(h.submit("j2")) == []  # w2 busy, w1 cooling: wait
+    assert assigns(h.submit("j2")) == []  # w2 busy, w1 cooling for m: wait
     assert assigns(h.wait(19.9)) == []
     assert assigns(h.wait(0.2)) == [(b"w1", "j2")]
 
@@ -288,14 +289,18 @@ def test_rate_limited_job_moves_and_worker_cools_down_then_returns():
 def test_default_cooldown_when_no_retry_after():
     h = Harness(cooldown_s=7.0)
     h.ready(b"w1")
-    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "slow down", 429)))
-    assert h.worker("w1").state == "cooling"
-    h.submit("j1")
+    h.ready(b"w2")
+    h.submit("j0")  # w1 busy
+    h.w(b"w2", AccountState(ErrorInfo("rate_limited", "slow down", 429)))  # the whole account
+    assert h.worker("w2").state == "cooling"
+    h.submit("j1")  # w1 merely busy: j1 waits
     for _ in range(6):
         h.w(b"w1", Heartbeat())
+        h.w(b"w2", Heartbeat())
         assert assigns(h.tick(1.0)) == []
     h.w(b"w1", Heartbeat())
-    assert assigns(h.tick(1.01)) == [(b"w1", "j1")]
+    h.w(b"w2", Heartbeat())
+    assert assigns(h.tick(1.01)) == [(b"w2", "j1")]
 
 
 def test_failures_that_are_not_moved():
@@ -722,7 +727,7 @@ def test_accounts_that_all_rest_past_the_deadline_say_when_to_retry():
     h = Harness(queue_timeout_s=10.0)
     h.ready(b"w1")
     h.ready(b"w2")
-    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=300.0)))
+    h.w(b"w1", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=300.0)))
     h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=120.0)))
     err = failures(h.submit("j1"))["j1"]
     assert err.kind == "no_workers" and err.retry_after_s == 120.0
@@ -730,13 +735,19 @@ def test_accounts_that_all_rest_past_the_deadline_say_when_to_retry():
     h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=5.0)))
     assert failures(h.submit("j2")) == {}
     assert assigns(h.wait(6.0)) == [(b"w2", "j2")]
+    # A rate-limited account among the resting ones: a 429 at once, back with the soonest.
+    h.finish(b"w2", "j2")
+    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=40.0)))
+    h.w(b"w2", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=30.0)))
+    err = failures(h.submit("j3"))["j3"]
+    assert (err.kind, err.status, err.retry_after_s) == ("rate_limited", 429, 30.0)
 
 
 def test_a_queued_job_that_times_out_while_every_account_rests_says_when_one_is_back():
     h = Harness(queue_timeout_s=10.0)
     h.ready(b"w1")
-    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=8.0)))
+    h.w(b"w1", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=8.0)))
     assert failures(h.submit("j1")) == {}  # back within the deadline: it waits
-    h.w(b"w1", AccountState(ErrorInfo("rate_limited", "quota", 429, retry_after_s=300.0)))
+    h.w(b"w1", AccountState(ErrorInfo("paused", "bot check", 503, retry_after_s=300.0)))
     err = failures(h.wait(10.5))["j1"]
     assert err.kind == "queue_timeout" and 289 <= err.retry_after_s <= 290
