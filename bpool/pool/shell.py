@@ -20,6 +20,7 @@ import zmq
 from bpool import config, protocol
 from bpool.wire import curve
 from bpool.wire import sockets as _zmq
+from bpool.pool import cooldown_file
 from bpool.pool.core import Action, BrokerCore, ForwardFront, SendFront, SendWorker
 
 __all__ = ["BrokerCore", "BrokerSettings", "ForwardFront", "SendFront", "SendWorker", "Stop", "run"]
@@ -47,6 +48,7 @@ class BrokerSettings:
     pause_s: config.Positive = config.default("BPOOL_PAUSE_S")
     tcp_endpoint: str = ""  # extra worker endpoint for other hosts, CURVE only
     curve_dir: str = ""
+    cooldown_file: str = ""  # where rate-limit cool-downs outlive the broker ("": nowhere)
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> BrokerSettings:
@@ -56,6 +58,7 @@ class BrokerSettings:
             "front_endpoint": config.front_endpoint(rd),
             "worker_endpoint": config.worker_endpoint(rd),
             "curve_dir": str(curve.curve_dir()),
+            "cooldown_file": str(rd / cooldown_file.FILE_NAME),
             **{k: v for k, v in (overrides or {}).items() if v is not None},
         })
 
@@ -126,6 +129,32 @@ def bind_sockets(
     return front, workers, server
 
 
+class CooldownStore:
+    """The core's cool-downs on disk: read once at start, written whenever they changed."""
+
+    def __init__(self, core: BrokerCore, path: str) -> None:
+        self.core = core
+        self.path = Path(path) if path else None
+
+    def restore(self) -> None:
+        if self.path is None:
+            return
+        saved = cooldown_file.load(self.path, time.monotonic(), time.time())
+        if saved:
+            self.core.restore_cooldowns(saved)
+            log.info("restored rate-limit cool-downs: %s", "; ".join(
+                f"{p}: {', '.join(sorted(m))}" for p, m in sorted(saved.items())))
+
+    def save(self) -> None:
+        cooldowns = self.core.cooldowns()  # marks them saved, even if the write fails below
+        if self.path is None:
+            return
+        try:
+            cooldown_file.save(self.path, cooldowns, time.monotonic(), time.time())
+        except OSError as exc:  # routing goes on; only a restart would forget them
+            log.warning("cannot save the rate-limit cool-downs to %s: %s", self.path, exc)
+
+
 class Stop:
     requested = False
 
@@ -138,6 +167,8 @@ def run(settings: BrokerSettings, stop: Stop) -> None:
     for ep in (settings.front_endpoint, settings.worker_endpoint):
         _prepare_ipc(ep)
     locks = _lock_endpoints(settings)  # released by the kernel however this process ends
+    store = CooldownStore(core, settings.cooldown_file)
+    store.restore()  # before any worker registers: one that re-registers is still cooling
     ctx = zmq.Context()
     front, workers, curve_server = bind_sockets(ctx, settings)
     log.info(
@@ -226,6 +257,8 @@ def run(settings: BrokerSettings, stop: Stop) -> None:
             if now >= next_tick:
                 next_tick = now + tick_every_s
                 perform(core.tick(now), now)
+            if core.cooling_changed:  # rare (a rate limit): written at once, off the job path
+                store.save()
     finally:
         front.close(0)
         workers.close(0)
