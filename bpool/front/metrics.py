@@ -102,6 +102,11 @@ class PoolCollector:
                                    "worker has finished", labels=["profile"])
         cooldown = GaugeMetricFamily("bpool_worker_cooldown_remaining_seconds", "time left in "
                                      "cooling or paused", labels=["profile"])
+        expiry = GaugeMetricFamily("bpool_worker_cookie_expiry_timestamp_seconds", "Unix time "
+                                   "at which the profile's first Google session cookie expires",
+                                   labels=["profile"])
+        answered = GaugeMetricFamily("bpool_worker_last_answer_age_seconds", "time since the "
+                                     "profile's last successful answer", labels=["profile"])
         current: dict[str, str] = {}
         jobs: dict[str, int] = {}
         for w in status.workers:
@@ -110,13 +115,17 @@ class PoolCollector:
             jobs[w.profile_id] = w.jobs_served
             if w.cooldown_remaining_s is not None:
                 cooldown.add_metric([w.profile_id], w.cooldown_remaining_s)
+            if w.cookie_expires_at is not None:
+                expiry.add_metric([w.profile_id], w.cookie_expires_at)
+            if w.last_answer_s is not None:
+                answered.add_metric([w.profile_id], w.last_answer_s)
         for profile in sorted(self.metrics.profiles):
             now = current.get(profile, "gone")
             for state in WORKER_STATES:
                 states.add_metric([profile, state], 1 if state == now else 0)
             if profile in jobs:
                 served.add_metric([profile], jobs[profile])
-        yield from (states, served, cooldown)
+        yield from (states, served, cooldown, expiry, answered)
         c = status.counters
         events = CounterMetricFamily("bpool_jobs", "jobs at the broker by event", labels=["event"])
         for event, name in JOB_EVENTS.items():

@@ -4,7 +4,8 @@ protocol (through bpool.worker.link) that answers with text naming its profile.
     python -m bpool.testing.fake_worker --profile-id ID [--latency-s S] [--chunks N]
         [--chunk-interval-s S] [--models a,b] [--reasoning] [--record FILE]
         [--die-after-chunks N] [--no-heartbeat] [--rate-limited-after N --cooldown-s S]
-        [--logged-out]
+        [--rate-limited-model M --cooldown-s S]
+        [--logged-out] [--cookie-expires-at UNIX_TIME]
 
 The answer is `fake answer from <profile> to: <last user message>`, split into N chunks (at most
 `max_tokens` of them, then finish_reason "length"). `--record FILE` appends one JSON line per
@@ -54,6 +55,7 @@ class FakeBackend:
         )
         self.args = args
         self.jobs_seen = 0
+        self.cookie_expires_at: float | None = args.cookie_expires_at
 
     def _record(self, job: Job, start: tuple[float, float], outcome: str) -> None:
         if not self.args.record:
@@ -93,6 +95,9 @@ class FakeBackend:
         if a.rate_limited_after is not None and self.jobs_seen > a.rate_limited_after:
             raise JobError(error("rate_limited", f"{self.profile_id}: fake quota exhausted",
                                  retry_after_s=a.cooldown_s))
+        if job.spec.model in a.rate_limited_model:  # a quota per account and model
+            raise JobError(error("rate_limited", f"{self.profile_id}: fake quota for "
+                                 f"{job.spec.model} exhausted", retry_after_s=a.cooldown_s))
         await asyncio.sleep(a.latency_s)
         job.start()
         last_user = next((m.content for m in reversed(job.spec.messages) if m.role == "user"), "")
@@ -132,8 +137,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-heartbeat", action="store_true", help="never send heartbeats")
     p.add_argument("--rate-limited-after", type=int,
                    help="jobs after the first N fail as rate-limited")
+    p.add_argument("--rate-limited-model", action="append", default=[], metavar="MODEL",
+                   help="jobs for MODEL fail as rate-limited (repeatable)")
     p.add_argument("--cooldown-s", type=float, default=5.0, help="Retry-After of those failures")
     p.add_argument("--logged-out", action="store_true", help="register as logged out")
+    p.add_argument("--cookie-expires-at", type=float,
+                   help="Unix time reported as the first session cookie's expiry")
     return p.parse_args(argv)
 
 
