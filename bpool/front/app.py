@@ -100,7 +100,8 @@ async def health(request: web.Request) -> web.Response:
          "last_error": w.last_error, "engine": w.engine, "pid": w.pid,
          "jobs_served": w.jobs_served, "since_s": round(w.since_s, 3), "job_id": w.job_id,
          "cooldown_remaining_s": w.cooldown_remaining_s, "models": list(w.models),
-         "cookie_expires_at": w.cookie_expires_at, "last_answer_s": w.last_answer_s}
+         "cookie_expires_at": w.cookie_expires_at, "last_answer_s": w.last_answer_s,
+         "cooling": w.cooling}  # model -> seconds left of its rate-limit cool-down
         for w in status.workers
     ]
     ok = any(w.state in ("idle", "busy") for w in status.workers)
@@ -113,6 +114,9 @@ async def health(request: web.Request) -> web.Response:
         "busy": sum(w.state == "busy" for w in status.workers),
         "queue_length": status.queue_length,
         "counters": status.counters,
+        "usage": [{"profile_id": u.profile_id, "model": u.model, "requests": u.requests,
+                   "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                   "errors": u.errors} for u in status.usage],
         "front": front,
     }
     if not ok and request.app[POOL_MODE] == "none":
