@@ -11,6 +11,10 @@ import aiohttp
 
 from conftest import PoolFactory, chat_body, records
 
+# A generous bound for "the failure was noticed": far below the fallbacks these tests tell apart
+# (the 60 s queue wait, the 900 s job timeout), far above heartbeat detection on a busy machine.
+DETECT_S = 30.0
+
 
 async def chat(http: aiohttp.ClientSession, pool: Any, text: str = "hello",
                **kw: Any) -> tuple[int, dict[str, str], Any]:
@@ -28,18 +32,20 @@ async def test_worker_killed_mid_stream(make_pool: PoolFactory,
         victim = resp.headers["x-bpool-profile"]
         await resp.content.readline()  # output has started
         pool.kill(f"worker-{victim}")
-        killed = time.monotonic()
         others = asyncio.gather(*(chat(http, pool, f"meanwhile {i}") for i in range(4)))
-        error = None
-        async for raw in resp.content:
-            line = raw.decode().strip()
-            assert line != "data: [DONE]", "a killed worker cannot finish its answer"
-            if line.startswith("data: {\"error\""):
-                error = line
-                break
-        elapsed = time.monotonic() - killed
+
+        async def error_line() -> str | None:
+            async for raw in resp.content:
+                line = raw.decode().strip()
+                assert line != "data: [DONE]", "a killed worker cannot finish its answer"
+                if line.startswith("data: {\"error\""):
+                    return line
+            return None
+
+        # Heartbeats find the dead worker in ~1.5 s; the deadline only tells that apart from the
+        # 900 s job timeout (how fast is bench-faults' number, not a test's).
+        error = await asyncio.wait_for(error_line(), DETECT_S)
     assert error is not None and "worker_died" in error, error
-    assert elapsed < 4, f"the client learnt of the dead worker after {elapsed:.1f} s"
     results = await others
     assert [status for status, _, _ in results] == [200] * 4
     assert victim not in {headers["x-bpool-profile"] for _, headers, _ in results}
@@ -73,15 +79,13 @@ async def test_broker_restart_resumes_service(make_pool: PoolFactory,
         assert resp.status == 200, await resp.text()
         await resp.content.readline()
         pool.kill("broker")
-        killed = time.monotonic()
-        tail = (await resp.content.read()).decode()
-    # The job in flight fails promptly instead of hanging (3 x 0.5 s of broker silence).
+        # The job in flight fails (3 x 0.5 s of broker silence) instead of hanging until the
+        # 900 s job timeout.
+        tail = (await asyncio.wait_for(resp.content.read(), DETECT_S)).decode()
     assert "broker_lost" in tail and "[DONE]" not in tail, tail
-    assert time.monotonic() - killed < 4
-    t0 = time.monotonic()
-    status, headers, body = await chat(http, pool, "while down")
-    assert status == 503 and int(headers["Retry-After"]) >= 1, body  # fast, not hanging
-    assert time.monotonic() - t0 < 5
+    # With the broker known to be gone the front answers at once, not after the 60 s queue wait.
+    status, headers, body = await asyncio.wait_for(chat(http, pool, "while down"), DETECT_S)
+    assert status == 503 and int(headers["Retry-After"]) >= 1, body
     pool.restart("broker")
     assert pool["broker"].pid != old_broker
     await pool.await_idle(2, timeout_s=15)

@@ -137,12 +137,11 @@ async def test_graceful_stop_lets_the_streaming_request_finish(pool: SupervisedP
                                           on_chunk=lambda r: first_chunk.set()))
     await asyncio.wait_for(first_chunk.wait(), 10)
     busy = next(p for p, w in pool.workers().items() if w["state"] == "busy")
-    t0 = time.monotonic()
     stopped = await asyncio.to_thread(pool.supervisorctl, "stop", f"browser-{busy}")
     res = await req
     assert res.ok and res.profile == busy and res.text.endswith("keep going"), res
     assert res.ended_at <= time.monotonic() and "stopped" in stopped.stdout
-    assert time.monotonic() - t0 < 15  # the drain ended with the job, not at the stop timeout
+    # res.ok: the drain ended with the job (at the drain timeout the job would have failed).
     assert pool.infos()[f"browser-{busy}"]["exitstatus"] == 0
     await asyncio.to_thread(pool.wait_until, lambda: busy not in pool.workers(), 3,
                             f"{busy} out of /health")

@@ -199,7 +199,7 @@ async def test_open_reads_account_models_and_streams_an_answer(sim, open_page):
     assert len(reqs) == 1 and reqs[0]["outcome"] == "ok" and reqs[0]["turns"] == 1
 
 
-async def test_large_prompt_round_trips_and_is_submitted_fast(sim, open_page):
+async def test_large_prompt_round_trips(sim, open_page):
     page = await open_page("alice")
     d = page.driver
     await d.open()
@@ -208,23 +208,14 @@ async def test_large_prompt_round_trips_and_is_submitted_fast(sim, open_page):
     assert len(prompt) == 100_000
     from bpool.studio.answer import read_answer
 
-    # Best of three: the machine is shared, and one load spike must not fail the check; the
-    # mechanism (a JS value set, then one click) has to be able to do it well under a second.
-    timings = []
-    for attempt in range(3):
-        t0 = time.monotonic()
-        await d.submit(prompt, lambda: None)
-        timings.append(time.monotonic() - t0)
-        stream = await d._await_request(d.model)
-        rec = Recorder()
-        finish, _ = await read_answer(stream, rec.emit, d._limits())
-        assert finish == "stop"
-        assert rec.content == f"Hello from alice@sim.test. You said: {prompt}"
-        assert sim.requests()[attempt]["prompt_chars"] == 100_000
-        if timings[-1] < 1.0:
-            break
-        await d.reset()
-    assert min(timings) < 1.0, f"setting 100k chars and clicking Run took {timings}"
+    # Whole and unchanged (how fast it is submitted is `bench browser`'s job-to-submitted number).
+    await d.submit(prompt, lambda: None)
+    stream = await d._await_request(d.model)
+    rec = Recorder()
+    finish, _ = await read_answer(stream, rec.emit, d._limits())
+    assert finish == "stop"
+    assert rec.content == f"Hello from alice@sim.test. You said: {prompt}"
+    assert sim.requests()[0]["prompt_chars"] == 100_000
 
 
 async def test_logged_out_profile_is_detected(sim, open_page):
@@ -516,7 +507,8 @@ async def test_browser_proc_unusable_account_registers_out_of_rotation(sim, work
     assert isinstance(ready, Ready) and ready.profile_id == profile
     assert ready.unusable is not None and ready.unusable.kind == kind
     assert profile in ready.unusable.message or kind == "logged_out"
-    await asyncio.sleep(1.0)
+    again = await broker.recv(60)  # still there, still saying why (Ready repeats unanswered)
+    assert isinstance(again, Ready) and again.unusable is not None
     assert proc.poll() is None  # stays up so the operator sees why
     proc.send_signal(signal.SIGTERM)
     assert await wait_exit(proc, 30) == 0
