@@ -2,8 +2,10 @@
 
 Pure functions, no I/O. Requests are decoded with msgspec into Structs that ignore unknown
 fields on purpose: the official SDK and coding tools send many fields we have no use for
-(`n`, `user`, `tools`, `seed`, `response_format`, ...), and rejecting them would break those
-clients. Wrong types and bad values are rejected with a message naming the field.
+(`n`, `user`, `seed`, `logprobs`, ...), and rejecting them would break those clients. Wrong
+types and bad values are rejected with a message naming the field. `tools`, `tool_choice` and
+`response_format` become the rules of a Plan (plan.py): instructions in the prompt and a strict
+check of the answer (docs/clients.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from bpool.front import structured, tools
 from bpool.front.errors import ApiError
+from bpool.front.structured import JsonRule
+from bpool.front.tools import Tool, ToolCall, ToolRule
 from bpool.front.attachments import PART_TYPES as ATTACHMENT_PARTS, has_attachments
 from bpool.protocol import ChatMessage, JobSpec, Usage
 
@@ -29,10 +34,57 @@ class ContentPart(msgspec.Struct):
     file: Any = None
 
 
+class FunctionCallIn(msgspec.Struct):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(msgspec.Struct):
+    id: str
+    function: FunctionCallIn
+    type: str = "function"
+
+
 class RequestMessage(msgspec.Struct):
     # "developer" is what newer SDKs send instead of "system" for reasoning models.
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None  # assistant turns that called tools
+    tool_call_id: str | None = None  # tool turns: the call they answer
+    name: str | None = None
+
+
+class FunctionDef(msgspec.Struct):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(msgspec.Struct):
+    type: str
+    function: FunctionDef
+
+
+class NamedFunction(msgspec.Struct):
+    name: str
+
+
+class NamedChoice(msgspec.Struct):
+    type: str
+    function: NamedFunction
+
+
+class JsonSchemaSpec(msgspec.Struct):
+    name: str = "response"
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(msgspec.Struct):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaSpec | None = None
 
 
 class StreamOptions(msgspec.Struct):
@@ -57,6 +109,10 @@ class ChatRequest(msgspec.Struct):
     stop: str | list[str] | None = None
     reasoning_effort: str | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: str | NamedChoice | None = None
+    response_format: ResponseFormat | None = None
+    parallel_tool_calls: bool | None = None
 
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
@@ -135,11 +191,35 @@ def _message_text(i: int, msg: RequestMessage) -> str:
     return "\n".join(texts)
 
 
+def _turn(i: int, m: RequestMessage, names: dict[str, str]) -> ChatMessage:
+    text = _message_text(i, m)
+    if m.role == "assistant" and m.tool_calls:
+        calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls]
+        for j, c in enumerate(calls):
+            names[c.id] = c.name
+            if _json_object(c.arguments) is None:
+                raise ApiError(400, "Tool call arguments must be a JSON object",
+                               param=f"messages[{i}].tool_calls[{j}].function.arguments",
+                               code="invalid_value")
+        return ChatMessage("assistant", tools.render_calls(text, calls))
+    if m.role == "tool":
+        call_id = m.tool_call_id
+        return ChatMessage("tool", tools.render_result(call_id, m.name or names.get(call_id or ""),
+                                                       text))
+    return ChatMessage("system" if m.role == "developer" else m.role, text)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = msgspec.json.decode(text or "{}")
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def to_job_spec(req: ChatRequest) -> JobSpec:
-    messages = tuple(
-        ChatMessage("system" if m.role == "developer" else m.role, _message_text(i, m))
-        for i, m in enumerate(req.messages)
-    )
+    names: dict[str, str] = {}
+    messages = tuple(_turn(i, m, names) for i, m in enumerate(req.messages))
     if not any(m.content.strip() for m in messages if m.role != "assistant") and \
             not has_attachments(req.messages):
         raise ApiError(400, "The messages hold no text to send", param="messages",
@@ -158,6 +238,57 @@ def to_job_spec(req: ChatRequest) -> JobSpec:
         stop=stop,
         reasoning_effort=req.reasoning_effort,
     )
+
+
+def tool_rule(req: ChatRequest) -> ToolRule | None:
+    """`tools` + `tool_choice` as a rule, refusing what cannot be honoured (400, with param)."""
+    choice = req.tool_choice
+    if not req.tools:
+        if isinstance(choice, NamedChoice) or choice == "required":
+            raise ApiError(400, "'tool_choice' needs 'tools'", param="tool_choice",
+                           code="invalid_value")
+        return None
+    declared: list[Tool] = []
+    for i, t in enumerate(req.tools):
+        if t.type != "function":
+            raise ApiError(400, f"Tools of type '{t.type}' are not supported; only 'function'",
+                           param=f"tools[{i}].type", code="unsupported_value")
+        f = t.function
+        if not tools.NAME.match(f.name):
+            raise ApiError(400, "A function name must be 1-64 letters, digits, '_', '.' or '-'",
+                           param=f"tools[{i}].function.name", code="invalid_value")
+        if f.parameters is not None and (problem := structured.schema_problem(f.parameters)):
+            raise ApiError(400, f"Invalid function parameters: {problem}",
+                           param=f"tools[{i}].function.parameters", code="invalid_value")
+        if any(d.name == f.name for d in declared):
+            raise ApiError(400, f"The function '{f.name}' is declared twice",
+                           param=f"tools[{i}].function.name", code="invalid_value")
+        declared.append(Tool(f.name, f.description or "", f.parameters or {}, bool(f.strict)))
+    if isinstance(choice, NamedChoice):
+        if not any(d.name == choice.function.name for d in declared):
+            raise ApiError(400, f"'tool_choice' names '{choice.function.name}', which is not in "
+                           "'tools'", param="tool_choice.function.name", code="invalid_value")
+        return ToolRule(tuple(declared), "required", choice.function.name)
+    if choice not in (None, "none", "auto", "required"):
+        raise ApiError(400, "'tool_choice' must be none, auto, required or a named function",
+                       param="tool_choice", code="invalid_value")
+    return ToolRule(tuple(declared), choice or "auto")  # type: ignore[arg-type]
+
+
+def json_rule(fmt: ResponseFormat | None) -> JsonRule | None:
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return JsonRule("json_object")
+    spec = fmt.json_schema
+    if spec is None or spec.schema is None:
+        raise ApiError(400, "A json_schema response format needs 'json_schema.schema'",
+                       param="response_format.json_schema", code="invalid_value")
+    problem = structured.schema_problem(spec.schema)
+    if problem:
+        raise ApiError(400, f"Invalid response schema: {problem}",
+                       param="response_format.json_schema.schema", code="invalid_value")
+    return JsonRule("json_schema", spec.schema, spec.name)
 
 
 # ---------------------------------------------------------------------------- responses
@@ -190,11 +321,13 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 def completion_json(
     completion_id: str, model: str, content: str, reasoning: str, reason: str, usage: Usage,
-    created: int | None = None,
+    created: int | None = None, calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
+    message: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else "")}
     if reasoning:
         message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [tool_call_json(c) for c in calls]
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -206,6 +339,13 @@ def completion_json(
         ],
         "usage": usage_json(usage),
     }
+
+
+def tool_call_json(call: ToolCall, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {} if index is None else {"index": index}
+    out.update(id=call.id, type="function",
+               function={"name": call.name, "arguments": call.arguments})
+    return out
 
 
 def chunk_json(
