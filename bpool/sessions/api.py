@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class SessionApiSettings:
         "queue_max_s": "BPOOL_SESSION_QUEUE_MAX_S",
         "start_timeout_s": "BPOOL_SESSION_START_TIMEOUT_S",
         "heartbeat_interval_s": "BPOOL_HEARTBEAT_INTERVAL_S",
+        "heartbeat_liveness": "BPOOL_HEARTBEAT_LIVENESS",
         "status_timeout_s": "BPOOL_STATUS_TIMEOUT_S",
     }
     endpoint: str
@@ -51,6 +53,7 @@ class SessionApiSettings:
     queue_max_s: config.NonNegative = config.default("BPOOL_SESSION_QUEUE_MAX_S")
     start_timeout_s: config.Positive = config.default("BPOOL_SESSION_START_TIMEOUT_S")
     heartbeat_interval_s: config.Positive = config.default("BPOOL_HEARTBEAT_INTERVAL_S")
+    heartbeat_liveness: config.Count = config.default("BPOOL_HEARTBEAT_LIVENESS")
     status_timeout_s: config.Positive = config.default("BPOOL_STATUS_TIMEOUT_S")
 
     @classmethod
@@ -204,13 +207,22 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, "another client is connected to this session", code="session_busy")
 
     async def ended_reason(sid: str) -> str | None:
-        try:
-            reply = await request.app[LINK].ask(lambda req: sp.GetSession(req, sid), 2.0)
-        except PlacementUnavailable:
-            return None
-        i = reply.session
-        return i.end_reason if i is not None and i.state == "ended" else None
+        """Why the session's browser went away. A host that died is noticed by the placement
+        only after its heartbeats stop: wait that long for the reason before saying none."""
+        deadline = loop.time() + s.heartbeat_interval_s * s.heartbeat_liveness + 1.0
+        while True:
+            try:
+                reply = await request.app[LINK].ask(lambda req: sp.GetSession(req, sid), 2.0)
+            except PlacementUnavailable:
+                return None
+            i = reply.session
+            if i is not None and i.state == "ended":
+                return i.end_reason
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(0.2)
 
+    s, loop = request.app[SETTINGS], asyncio.get_running_loop()
     return await relay(request, info, relays, request.app[HTTP], ended_reason)
 
 
