@@ -8,6 +8,8 @@
     bpool wait-profile NAME [--timeout S] [--not-pid PID]
     bpool status [--json] [--watch [S]]  the pool as a table (exit 1 when no worker can serve)
     bpool config table | check            the settings registry; check this environment's values
+    bpool login NAME [--timeout S]        sign an account in in a browser window, save it as
+                                          cookies/NAME.json and sync (78 without a display)
     bpool doctor PROFILE [--studio-url URL] [--model ID] [--prompt TEXT] [--capture DIR]
                  [--browser auto|camoufox|chromium] [--headed] [--timeout-s S]
                                           run one cookie file through every step of the page
@@ -110,6 +112,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main(args)
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from bpool.ops import login  # the browser stack only for the command that needs it
+
+    t = _target(args)
+    studio = args.studio_url or t.env.get("BPOOL_STUDIO_URL") or config.value("BPOOL_STUDIO_URL")
+    s = login.LoginSettings(
+        args.name, args.auth_directory or t.settings.cookie_dir, studio,
+        t.env.get("BPOOL_CHROMIUM_PATH") or config.value("BPOOL_CHROMIUM_PATH"),
+        args.timeout, args.headless)
+
+    def sync() -> int:
+        if args.auth_directory is not None:  # saved elsewhere (to be copied): not this pool's
+            print(f"not synced: copy the file into the pool's cookie directory, then run "
+                  f"`bpool profiles sync` there")
+            return 0
+        return cmd_sync(argparse.Namespace(conf=args.conf, auth_directory=None, simulator=None,
+                                           render_only=False))
+
+    def restart(name: str) -> int:
+        if not apply.supervisord_alive(t.settings):
+            return 0  # the worker starts with the new file when the pool does
+        return cmd_restart(argparse.Namespace(conf=args.conf, name=name, wait=None))
+
+    return login.run(s, sync, restart, human=getattr(args, "human", None))  # tests: a script
+
+
 def _doctor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("profile", type=Path, help="the profile's cookie file (cookies/NAME.json)")
     p.add_argument("--studio-url", help="BPOOL_STUDIO_URL (default https://aistudio.google.com)")
@@ -167,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check one profile against the live page, step by step")
     _doctor_arguments(dr)
     dr.set_defaults(func=cmd_doctor)
+    lo = sub.add_parser("login", help="sign an account in and save it as a profile")
+    lo.add_argument("name", help="the profile name (the file becomes cookies/NAME.json)")
+    lo.add_argument("--auth-directory", type=Path, default=None,
+                    help="save into this directory instead of the pool's cookie directory, "
+                         "and do not sync (a file to copy to a server)")
+    lo.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                    help="how long to wait for the sign-in (default 600)")
+    lo.add_argument("--studio-url", default=None,
+                    help="the site to sign in to (the pool's BPOOL_STUDIO_URL)")
+    lo.add_argument("--headless", action="store_true",
+                    help="no window and no display check (scripted sign-ins, tests)")
+    lo.set_defaults(func=cmd_login)
     co = sub.add_parser("config", help="the settings registry")
     csub = co.add_subparsers(dest="action", required=True)
     csub.add_parser("table", help="print the README's configuration tables").set_defaults(

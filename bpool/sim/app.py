@@ -2,7 +2,7 @@
 
     GET  /prompts/new_chat[?model=<id>]     the studio page (302 to sign-in without a live SID)
     GET  /prompts/<id>                      the same page (a saved chat's URL; opens empty)
-    GET  /accounts.google.com/ServiceLogin, /signin     "Sign in - Google Accounts"
+    GET|POST /accounts.google.com/ServiceLogin, GET /signin   "Sign in - Google Accounts" (signin.py)
     /__sim/...                              admin API for tests and benchmarks (admin.py)
 
 The page calls the RPC host (rpc.py), another origin, with XMLHttpRequest and credentials.
@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from bpool.sim import NEW_CHAT_PATH, SIGNIN_PATH, admin, models
+from bpool.sim import NEW_CHAT_PATH, SIGNIN_PATH, admin, models, signin
 from bpool.sim.context import SHARED, Shared, account_of, log, shared
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -71,11 +71,6 @@ async def no_content(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def signin(request: web.Request) -> web.Response:
-    return web.Response(text=_page(request.app, "signin.html"), content_type="text/html",
-                        headers=HTML_HEADERS)
-
-
 @web.middleware
 async def errors(request: web.Request, handler) -> web.StreamResponse:
     try:
@@ -97,8 +92,7 @@ def create_page_app(sh: Shared) -> web.Application:
     r.add_get("/", root)
     r.add_get(NEW_CHAT_PATH, studio_page)
     r.add_get("/prompts/{prompt_id}", studio_page)
-    r.add_get(SIGNIN_PATH, signin)
-    r.add_get("/signin", signin)
+    signin.add_routes(app)
     r.add_get("/favicon.ico", no_content)  # keeps browser consoles free of 404 noise
     r.add_static(STATIC_URL, STATIC_DIR)
     admin.add_routes(app)
