@@ -15,6 +15,7 @@ import time
 from aiohttp import web
 
 from bpool.sim import models, request, wire
+from bpool.sim.instructed import instructed_answer
 from bpool.sim.accounts import Account
 from bpool.sim.context import Shared
 from bpool.sim.knobs import Knobs
@@ -161,7 +162,7 @@ async def _generate(req: web.Request, account: Account, state: SimState, rec: Re
     answer = wire.build_answer(
         account.email, gen.prompt, thinking=bool(gen.thinking and gen.thinking.include_thoughts),
         max_tokens=gen.max_tokens, stops=gen.stops, prompt_tokens=wire.estimate_tokens(history),
-        metadata=knobs.metadata_chunk, safety=safety)
+        metadata=knobs.metadata_chunk, safety=safety, text=instructed_answer(gen.prompt))
     chunks = answer.chunks
     rec.response_id = answer.response_id
     outcome = "ok"

@@ -118,13 +118,14 @@ class Answer:
 def build_answer(
     email: str, prompt: str, *, thinking: bool, max_tokens: int | None, stops: list[str],
     prompt_tokens: int | None = None, response_id: str | None = None, metadata: bool = True,
-    safety: bool = False,
+    safety: bool = False, text: str | None = None,
 ) -> Answer:
     """The whole deterministic answer: thoughts, the echo, the finish chunk, the metadata chunk."""
     rid = response_id or new_response_id()
     p_tok = prompt_tokens if prompt_tokens is not None else estimate_tokens(prompt)
     thoughts = [p for t in thought_texts(email, prompt) for p in split_pieces(t)] if thinking else []
-    pieces = [] if safety else split_pieces(apply_stops(answer_text(email, prompt), stops))
+    said = answer_text(email, prompt) if text is None else text  # text: an instructed answer
+    pieces = [] if safety else split_pieces(apply_stops(said, stops))
     finish = SAFETY if safety else STOP
     if max_tokens is not None and max_tokens > 0 and len(pieces) > max_tokens:
         pieces, finish = pieces[:max_tokens], MAX_TOKENS
