@@ -114,6 +114,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_COOKIE_REFRESH_S", NonNegative, 6 * 3600.0, "how often a worker saves its browser's refreshed login back to the cookie file (also at a clean stop; previous file kept as `NAME.json.bak`); 0 = never", "s", group="worker"),
     Var("BPOOL_BROWSER_OWNER", str, "", "set by a worker for the browsers it launches, so a restart can reap them (internal)", group="worker"),
     Var("BPOOL_BROWSER_USER", str, "bpool-browser", "a worker running as root starts its browser as this unprivileged user (scripts/bootstrap creates it); empty = the worker's own user (docs/security.md)", group="worker"),
+    Var("BPOOL_BROWSER_ENDPOINTS", str, "", "browsers already running to attach to instead of launching: a JSON list of `{id?, cookie_path, ws}` inline or the path of a JSON file (docs/operations.md, attach mode)", group="worker"),
     # -- operating (supervisord, profiles)
     Var("BROWSER_PROFILE_DIR", str, "", "where cookie files are read from (`--auth-directory` overrides)", group="ops", shown_default="cookies/"),
     Var("ACTIVE_AUTH_JSON_PATH", str, "", "old single-file form of `BROWSER_PROFILE_DIR` (still read, with a warning)", group="ops"),
@@ -121,6 +122,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_SUPERVISORD_CONF", str, "", "the supervisord.conf the `bpool` command operates", group="ops", shown_default="supervisord.conf"),
     Var("BPOOL_POOL_PROCESS", str, "", "set by bpool.ops.lifeline for every program supervisord runs (and all their children), so that a start after supervisord died can reap what it left (internal)", group="ops"),
     Var("BPOOL_WORKER_CMD", str, "", "command that replaces `python -m bpool.browser_proc` in generated programs (tests)", group="ops"),
+    Var("MAX_BROWSER_POOL_SIZE", NonNegativeInt, 0, "at most this many browser workers are started by sync (0 = no limit); the other profiles are listed as waiting", "browsers", group="ops"),
     # -- browser sessions (docs/sessions.md)
     Var("BPOOL_BROKER_SESSIONS", str, "", "the broker's endpoint for session hosts (a host on another machine sets it to the tcp address)", group="sessions", shown_default="ipc://<run dir>/sessions.sock"),
     Var("BPOOL_BROKER_SESSIONS_FRONT", str, "", "the broker's session endpoint for the HTTP front (ipc only)", group="sessions", shown_default="ipc://<run dir>/sessions-front.sock"),
