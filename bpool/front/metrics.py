@@ -107,6 +107,7 @@ class PoolCollector:
                                    labels=["profile"])
         answered = GaugeMetricFamily("bpool_worker_last_answer_age_seconds", "time since the "
                                      "profile's last successful answer", labels=["profile"])
+        by_model: dict[tuple[str, str], float] = {}  # (profile, model) -> seconds left
         current: dict[str, str] = {}
         jobs: dict[str, int] = {}
         for w in status.workers:
@@ -115,6 +116,8 @@ class PoolCollector:
             jobs[w.profile_id] = w.jobs_served
             if w.cooldown_remaining_s is not None:
                 cooldown.add_metric([w.profile_id], w.cooldown_remaining_s)
+            for model, left in w.cooling.items():
+                by_model[w.profile_id, self.metrics.model_label(model)] = left
             if w.cookie_expires_at is not None:
                 expiry.add_metric([w.profile_id], w.cookie_expires_at)
             if w.last_answer_s is not None:
@@ -125,6 +128,13 @@ class PoolCollector:
                 states.add_metric([profile, state], 1 if state == now else 0)
             if profile in jobs:
                 served.add_metric([profile], jobs[profile])
+        model_cooldown = GaugeMetricFamily(
+            "bpool_model_cooldown_remaining_seconds", "time left in a profile's rate-limit "
+            "cool-down for one model (quotas are per account and model)",
+            labels=["profile", "model"])
+        for (profile, model), left in sorted(by_model.items()):
+            model_cooldown.add_metric([profile, model], left)
+        yield model_cooldown
         yield from (states, served, cooldown, expiry, answered)
         c = status.counters
         events = CounterMetricFamily("bpool_jobs", "jobs at the broker by event", labels=["event"])
