@@ -24,18 +24,13 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from bpool.config import ensure_private_dir
 from bpool.ops import record
+from bpool.ops.members import add_attached, apply_cap, check_profile, write_waiting
 from bpool.ops.render import (
     DEMO_NAMES, PROGRAM_PREFIX, Discovery, Plan, SyncSettings, candidates, desired, discover,
     front_stop_wait_s, is_managed, plan,
 )
 
 Say = Callable[[str], None]
-
-
-def check_profile(path: Path) -> None:
-    from bpool.worker.profiles import load_profile  # raises ProfileError(path, reason)
-
-    load_profile(path)
 
 
 def prepare_dirs(settings: SyncSettings) -> None:
@@ -295,17 +290,26 @@ def _sync_locked(settings: SyncSettings, render_only: bool, say: Say,
             say(f"stopped {len(reaped)} processes left running by a supervisord that is gone "
                 f"(pids {', '.join(map(str, sorted(reaped)))})")
     found: Discovery = discover(settings, check_profile)
+    add_attached(settings, found)
     if found.demo and not candidates(settings.demo_dir):
         make_demo_profiles(settings)
         found = discover(settings, check_profile)
+    have = read_generated(settings.include_dir)
+    names = ", ".join(p.id for p in found.profiles) or "none"
+    waiting = apply_cap(settings.max_pool_size, found, set(have))
+    write_waiting(settings.run_dir, waiting)
     want = desired(settings, found)  # may refuse a profile whose section cannot be written
     for w in found.warnings + stop_warnings(settings):
         say(f"warning: {w}")
-    names = ", ".join(p.id for p in found.profiles) or "none"
     say(f"profiles from {found.source}: {names}")
+    for pid in sorted(found.attached):
+        if any(p.id == pid for p in found.profiles):
+            say(f"{pid} attaches to a browser already running (BPOOL_BROWSER_ENDPOINTS)")
+    if waiting:
+        say(f"waiting (MAX_BROWSER_POOL_SIZE={settings.max_pool_size}): "
+            + ", ".join(p.id for p in waiting))
     for r in found.refused:
         say(f"refused {r}")
-    have = read_generated(settings.include_dir)
     p = plan(want, have, found)
     for name in p.kept:
         say(f"kept {name.removesuffix('.conf')} running with the cookies it started with")

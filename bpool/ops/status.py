@@ -75,6 +75,12 @@ def show(body: Any, url: str, as_json: bool, out: TextIO) -> int:
         out.write(json.dumps(body, indent=2) + "\n")
     else:
         out.write(render(body, url))
+        from bpool.config import run_dir
+        from bpool.ops.members import read_waiting
+
+        left = read_waiting(run_dir())
+        if left:  # kept out by the pool cap at the last sync
+            out.write(f"waiting for a place (MAX_BROWSER_POOL_SIZE): {', '.join(left)}\n")
     out.flush()
     return 0 if can_serve(body) else 1
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ from pathlib import Path
 from bpool import config
 from bpool.protocol import ErrorInfo, Usage
 from bpool.studio.driver import TAP_STEP, DriverSettings, StudioDriver
-from bpool.worker.engines import (EX_CONFIG, BrowserDirs, EngineError, EngineSettings,
+from bpool.worker import attach
+from bpool.worker.engines import (EX_CONFIG, VIEWPORT, BrowserDirs, EngineError, EngineSettings,
                                   LaunchedBrowser, choose_engine, launch)
 from bpool.studio.outcomes import BrowserGone, StepError
 from bpool.worker.profiles import Profile
@@ -37,6 +39,7 @@ class WorkerSettings:
     driver: DriverSettings
     link: LinkSettings
     setup_timeout_s: float = 30.0
+    endpoints: str = ""  # BPOOL_BROWSER_ENDPOINTS: browsers to attach to (bpool.worker.attach)
 
     @classmethod
     def from_env(cls, args: argparse.Namespace) -> "WorkerSettings":
@@ -46,7 +49,8 @@ class WorkerSettings:
                                           "headless": False if args.headed else None})
         driver = DriverSettings.from_env({"base_url": args.studio_url})
         link = LinkSettings.from_env({"endpoint": config.worker_endpoint(run_dir)})
-        return cls(args.profile, run_dir, engine, driver, link)
+        return cls(args.profile, run_dir, engine, driver, link,
+                   endpoints=config.value("BPOOL_BROWSER_ENDPOINTS"))
 
 
 class BrowserBackend:
@@ -103,25 +107,54 @@ async def open_studio(browser: LaunchedBrowser, profile: Profile, settings: Work
     return backend
 
 
-async def serve(settings: WorkerSettings, profile: Profile) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    config.stop_on_signals(stop.set, loop)  # the first only records; the loop drains and exits
+async def start_browser(settings: WorkerSettings, profile: Profile, endpoint: attach.Endpoint | None
+                        ) -> LaunchedBrowser | attach.AttachedBrowser | int:
+    """The profile's browser: the running one its manifest entry names, else a launched one.
+    An exit code when there is none."""
+    config.ensure_private_dir(settings.run_dir)
+    root = BrowserDirs.for_profile(settings.run_dir, profile.id).root
+    if endpoint is not None:
+        log.info("profile %s: attaching to a running %s", profile.id, endpoint.engine)
+        try:
+            return await attach.attach(
+                endpoint, root, profile.storage_state(), settings.engine.launch_timeout_s,
+                {"viewport": VIEWPORT} if endpoint.engine == "chromium" else {})
+        except RuntimeError as exc:  # the profile's lock is taken
+            print(f"{PROG}: profile {profile.id}: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        except Exception as exc:  # not reachable (yet): a restart may help
+            log.error("%s", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            return 1
     try:
         choice = choose_engine(settings.engine)
     except EngineError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EX_CONFIG
     log.info("profile %s: using %s (%s)", profile.id, choice.engine, choice.reason)
-    config.ensure_private_dir(settings.run_dir)
     try:
-        browser = await launch(choice, settings.engine, BrowserDirs.for_profile(settings.run_dir, profile.id))
+        return await launch(choice, settings.engine, BrowserDirs(root))
     except EngineError as exc:
         print(f"{PROG}: profile {profile.id}: {exc}", file=sys.stderr)
         return EX_CONFIG
     except Exception as exc:
         log.error("could not start %s: %s", choice.engine, str(exc).strip().splitlines()[0])
         return 1
+
+
+async def serve(settings: WorkerSettings, profile: Profile) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    config.stop_on_signals(stop.set, loop)  # the first only records; the loop drains and exits
+    try:
+        endpoint = attach.endpoint_for(profile.path, attach.load_manifest(settings.endpoints))
+    except attach.ManifestError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if endpoint is not None and endpoint.id != profile.id:
+        profile = dataclasses.replace(profile, id=endpoint.id)  # the manifest names it
+    browser = await start_browser(settings, profile, endpoint)
+    if isinstance(browser, int):
+        return browser
     died = False
 
     async def watch_browser() -> None:
