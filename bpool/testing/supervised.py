@@ -80,6 +80,7 @@ class SupervisedPool:
             "BPOOL_PORT": str(self.port),
             "BPOOL_SIM_PORT": str(self.sim_port),
             "BPOOL_SIMULATOR": simulator,
+            "BPOOL_SESSION_HOSTS": "0",  # chat pools: no browser-session hosts to wait for
             "PYTHONUNBUFFERED": "1",
         })
         self.env.update(env or {})

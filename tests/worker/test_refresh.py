@@ -165,3 +165,53 @@ async def test_a_cookie_the_site_rotates_reaches_the_file_periodically_and_at_cl
                 await browser.close()
     finally:
         await runner.cleanup()
+
+
+async def test_a_new_expiry_reaches_the_broker_without_registering_again(tmp_path: Path) -> None:
+    """Ready carries the expiry the worker starts with; a later one (a saved refresh) follows
+    as ProfileInfo on the same registration."""
+    import zmq
+    import zmq.asyncio
+
+    from bpool import protocol as p
+    from bpool.worker.link import LinkSettings, run_worker
+
+    class Quiet:
+        profile_id, engine, account, models, unusable = "alice", "test", "", (), None
+        cookie_expires_at: float | None = 1000.0
+
+        async def run(self, job):  # never given a job here
+            raise AssertionError("no job expected")
+
+        async def reset(self) -> None:
+            return None
+
+    endpoint = f"ipc://{tmp_path}/w.sock"
+    sock = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    enc, dec = p.encoder(), p.decoder(p.WorkerToBroker)
+
+    async def next_message(kind: type) -> tuple[bytes, object]:
+        while True:
+            ident, frame = await asyncio.wait_for(sock.recv_multipart(), 10)
+            msg = dec.decode(frame)
+            if isinstance(msg, kind):
+                return ident, msg
+            assert isinstance(msg, (p.Heartbeat, p.Ready)), msg
+
+    backend, stop = Quiet(), asyncio.Event()
+    settings = LinkSettings(endpoint=endpoint, heartbeat_interval_s=0.1, heartbeat_liveness=50,
+                            drain_timeout_s=1.0)
+    task = asyncio.create_task(run_worker(backend, settings, stop))
+    try:
+        ident, ready = await next_message(p.Ready)
+        assert ready.cookie_expires_at == 1000.0
+        await sock.send_multipart([ident, enc.encode(p.Heartbeat())])  # registered
+        backend.cookie_expires_at = 2000.0
+        same, info = await next_message(p.ProfileInfo)
+        assert (same, info) == (ident, p.ProfileInfo(2000.0))
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        sock.close(linger=0)
