@@ -2,8 +2,12 @@
 
     bpool status [--json] [--watch [S]] [--url URL]
 
-One row per worker (profile, state, jobs served, cool-down left, last error). Exit status 0 when
-at least one worker can serve (idle or busy), 1 when none can or the front does not answer.
+One row per worker (profile, state, jobs served, cool-down left, last error), then one row per
+profile and model it worked for (requests, tokens, errors by kind). The cool-down column shows
+the account-wide rest of a cooling or paused worker and the rate-limit cool-downs per model of an
+idle or busy one ("gemini-2.5-pro 40 min": quotas are per account and model, so such a worker
+still serves its other models). Exit status 0 when at least one worker can serve (idle or busy),
+1 when none can or the front does not answer.
 `--watch` redraws every S seconds (default 2) until Ctrl-C. /health is read with the pool's key
 when keys are configured (without one it shows only counts), the way `bpool wait-profile` reads it.
 """
@@ -20,6 +24,7 @@ from bpool.ops import wait as waiting
 
 SERVING = ("idle", "busy")
 COLUMNS = ("PROFILE", "STATE", "JOBS", "COOL-DOWN", "LAST ERROR")
+USAGE_COLUMNS = ("PROFILE", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "ERRORS")
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 
@@ -27,12 +32,38 @@ def can_serve(body: Any) -> bool:
     return isinstance(body, dict) and body.get("status") == "ok"
 
 
-def _cooldown(w: dict[str, Any]) -> str:
-    left = w.get("cooldown_remaining_s")
-    if left is None:
-        return "-"
+def _duration(left: Any) -> str:
     left = float(left)
     return f"{left:.0f} s" if left < 120 else f"{left / 60:.0f} min"
+
+
+def _cooldown(w: dict[str, Any]) -> str:
+    parts = []
+    if w.get("cooldown_remaining_s") is not None:
+        parts.append(_duration(w["cooldown_remaining_s"]))
+    cooling = w.get("cooling")
+    if isinstance(cooling, dict):
+        parts += [f"{model} {_duration(left)}" for model, left in sorted(cooling.items())]
+    return ", ".join(parts) or "-"
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Aligned columns; the last one is not padded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1]
+            for r in rows]
+
+
+def _usage(rows: Any) -> list[str]:
+    if not isinstance(rows, list) or not rows:
+        return []
+    table = [USAGE_COLUMNS] + [
+        (str(u.get("profile_id", "?")), str(u.get("model", "?")), str(u.get("requests", 0)),
+         str(u.get("prompt_tokens", 0)), str(u.get("completion_tokens", 0)),
+         ", ".join(f"{k} {v}" for k, v in sorted((u.get("errors") or {}).items())) or "-")
+        for u in rows if isinstance(u, dict)
+    ]
+    return [""] + _table(table)
 
 
 def _cell(text: Any, width: int) -> str:
@@ -62,11 +93,10 @@ def render(body: Any, url: str) -> str:
          _cooldown(w), _cell(w.get("last_error") or "-", 70))
         for w in sorted(workers, key=lambda w: str(w.get("profile_id")))
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1])
+    lines += _table(rows)
     if not workers:
         lines.append("(no worker has registered with the broker)")
+    lines += _usage(body.get("usage"))
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,8 @@ def rows(table: str) -> dict[str, list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("PROFILE"))
     out = {}
     for line in lines[start + 1:]:
+        if not line.strip():
+            break  # the usage rows follow
         cells = line.split(None, 3)
         if cells and not line.startswith("("):
             profile, state, jobs, rest = cells
@@ -65,24 +67,33 @@ async def test_table_and_json_of_a_serving_pool(make_pool: PoolFactory,
         {p: 1 if p == served_by else 0 for p in "ab"}
 
 
-async def test_exit_1_when_no_worker_can_serve(make_pool: PoolFactory,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_cooling_per_model_and_exit_1_when_no_worker_can_serve(
+        make_pool: PoolFactory, http: aiohttp.ClientSession) -> None:
     pool = make_pool({"limited": ["--rate-limited-after", "0", "--cooldown-s", "600"],
                       "out": ["--logged-out"]},
                      env={"BPOOL_API_KEYS": KEY, "BPOOL_QUEUE_TIMEOUT_S": "2"}, idle=1)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     async with http.post(f"{pool.api_url}/chat/completions", json=body,
                          headers={"Authorization": f"Bearer {KEY}"}) as resp:
-        assert resp.status in (429, 503)  # the job waits for a worker that never comes back
-    await pool.await_states({"limited": "cooling", "out": "logged_out"})
+        assert resp.status == 429  # the only account for "m" is rate-limited for it
+    await pool.await_health(lambda b: any(w["cooling"] for w in b["workers"]))
 
     done = bpool_status(pool)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr  # idle for every other model
     table = rows(done.stdout)
-    assert table["limited"][0] == "cooling"
-    assert table["limited"][2].endswith(" min") and 0 < int(table["limited"][2][:-4]) <= 10
+    assert table["limited"][0] == "idle"
+    model, left, unit = table["limited"][2].split()
+    assert (model, unit) == ("m", "min") and 0 < int(left) <= 10
     assert table["limited"][3].startswith("rate_limited")
     assert table["out"][0] == "logged_out" and table["out"][3].startswith("logged_out")
+    usage = [line.split() for line in done.stdout.splitlines()[-2:]]
+    assert usage == [["PROFILE", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "ERRORS"],
+                     ["limited", "m", "1", "0", "0", "rate_limited", "1"]]
+
+    pool.kill("worker-limited")
+    await pool.await_health(lambda b: "limited" not in pool.worker_states(b), timeout_s=15)
+    done = bpool_status(pool)
+    assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.startswith("pool: unavailable")
 
     done = bpool_status(pool, "--json")
