@@ -64,7 +64,7 @@ def test_the_cap_starts_that_many_and_lists_the_rest_as_waiting(here: Path, monk
 
 
 def test_the_cap_is_read_from_its_own_name(here: Path) -> None:
-    env = {"MAX_BROWSER_POOL_SIZE": "1", "BPOOL_BROWSER_ENDPOINTS": "[]"}
+    env = {"MAX_BROWSER_POOL_SIZE": "1", "BPOOL_BROWSER_ENDPOINTS": "[]", "BPOOL_SESSION_HOSTS": "0"}
     s = SyncSettings.from_env(here / "supervisord.conf", env)
     assert (s.max_pool_size, s.endpoints) == (1, "[]")
     assert len(sync(s)[2]) == 1
