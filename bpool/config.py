@@ -136,6 +136,11 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_SESSION_BIND_HOST", str, "127.0.0.1", "address the session browsers' CDP listens on (a host on another machine: its private address)", group="sessions"),
     Var("BPOOL_SESSION_HOST_ID", str, "", "a session host's name", group="sessions", shown_default="<hostname>-<slot>"),
     Var("BPOOL_DATABASE_URL", str, "", "PostgreSQL URL of the session log (empty: SQLite at `<run dir>/sessions.sqlite3`)", group="sessions"),
+    Var("BPOOL_S3_ENDPOINT", str, "", "S3-compatible store for session recordings (MinIO: `http://host:9000`; AWS: `https://s3.<region>.amazonaws.com`); empty = files in `<run dir>/recordings`", group="sessions"),
+    Var("BPOOL_S3_REGION", str, "us-east-1", "region of the recordings bucket", group="sessions"),
+    Var("BPOOL_S3_ACCESS_KEY", str, "", "access key of the recordings store (empty: boto3's own lookup, e.g. `AWS_ACCESS_KEY_ID`)", group="sessions"),
+    Var("BPOOL_S3_SECRET_KEY", str, "", "secret key of the recordings store (never logged)", group="sessions"),
+    Var("MINIO_BUCKET", str, "recordings", "bucket of the recordings (created when missing)", group="sessions"),
     # -- the studio simulator
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
     Var("BPOOL_SIM_PORT", Port, 9223, "simulator port (0 = any free port)", group="sim"),
