@@ -221,6 +221,8 @@ def describe(name: str, proc: dict[str, Any] | None, workers: list[dict[str, Any
     parts = [f"pid {pid}", f"account {w.get('account') or '?'}"]
     if state in ("cooling", "paused") and w.get("cooldown_remaining_s") is not None:
         parts.append(f"{float(w['cooldown_remaining_s']):.0f} s left")
+    for model, left in sorted((w.get("cooling") or {}).items()):  # rate-limited for one model
+        parts.append(f"{model} cooling, {float(left):.0f} s left")
     if state == "busy" and w.get("job_id"):
         parts.append(f"job {w['job_id']}")
     if err:

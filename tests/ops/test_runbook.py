@@ -189,22 +189,22 @@ def test_every_account_cooling_gives_the_cool_down_as_retry_after(pool: Supervis
     assert "started browser-tired" in plain(pool, "sync-profiles", script=True).stdout
     assert plain(pool, "wait-profile", "tired", "--timeout", "30").returncode == 0
     pool.wait_until(lambda: fetch_health(pool.base_url + "/health", KEY), 10, "front back")
-    # The account hits its limit; the request waits in the queue (no other account), which
-    # times out (BPOOL_QUEUE_TIMEOUT_S=5) while the account still rests.
+    # The account hits its limit for the model and no other account serves it: a 429 at once
+    # (not a queue wait), the account cooling for that model only.
     status, headers, body = chat(pool)
-    assert status == 503 and body["error"]["code"] == "queue_timeout", body
+    assert status == 429 and body["error"]["code"] == "rate_limited", body
     ws = workers(pool)
-    assert ws["tired"]["state"] == "cooling", ws
-    left = ws["tired"]["cooldown_remaining_s"]
+    assert ws["tired"]["state"] == "idle", ws
+    left = ws["tired"]["cooling"]["gemini-2.5-flash"]
     assert 250 < left <= 300
     assert abs(int(headers["Retry-After"]) - left) <= 10, (headers, left)
-    # A request that arrives while every account rests past its queue time fails at once.
+    # The next request for the model fails at once too, without trying the account.
     status, headers, body = chat(pool)
-    assert status == 503 and body["error"]["code"] == "no_workers", body
+    assert status == 429 and body["error"]["code"] == "rate_limited", body
     assert abs(int(headers["Retry-After"]) - left) <= 10, (headers, left)
     listed = plain(pool, "profiles", "list").stdout
     row = next(ln for ln in listed.splitlines() if ln.startswith("browser-tired\t"))
-    assert "\tcooling\t" in row and "s left" in row and "fake quota" in row, row
+    assert "gemini-2.5-flash cooling" in row and "s left" in row and "fake quota" in row, row
 
 
 def test_shutdown_of_a_pool_not_in_the_foreground_and_waiting_for_it(
