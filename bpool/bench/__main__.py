@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     br = sub.add_parser("browser", help="real Chromium workers against the simulator")
     br.add_argument("--requests", type=int, default=30)
     br.add_argument("--rounds", type=int, default=12, help="scaling: requests per browser")
+    ss = sub.add_parser("sessions", help="browser sessions: create, relay overhead, capacity")
+    ss.add_argument("--creates", type=int, default=20)
+    ss.add_argument("--rounds", type=int, default=500, help="CDP round trips each way")
+    ss.add_argument("--capacity", type=int, default=8, help="sessions held at once (bound)")
     sub.add_parser("_echo").add_argument("endpoint")
     w = sub.add_parser("_worker")
     for name in ("endpoint", "profile", "chunks", "interval_s"):
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "_hello":
         return c.hello_server(args.port)
     print(f"machine: {_machine()}")
+    if args.cmd == "sessions":
+        from bpool.bench import sessions
+
+        return sessions.main(args.creates, args.rounds, args.capacity)
     if args.cmd == "browser":
         from bpool.bench import browser
 

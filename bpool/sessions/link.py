@@ -62,10 +62,16 @@ class SessionLink:
         req = next(self._ids)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self.waiting[req] = fut
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         try:
-            if not self._send(make(req)):
-                raise PlacementUnavailable("the broker's session placement is not reachable")
-            return await asyncio.wait_for(fut, timeout_s)
+            # Not connected (yet, or again after a broker restart): IMMEDIATE refuses the
+            # frame, so it is offered again until the deadline instead of failing at once.
+            while not self._send(make(req)):
+                if loop.time() >= deadline:
+                    raise PlacementUnavailable("the broker's session placement is not reachable")
+                await asyncio.sleep(0.02)
+            return await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise PlacementUnavailable("the broker's session placement did not answer") from None
         finally:
