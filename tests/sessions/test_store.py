@@ -9,8 +9,10 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
+import aiohttp
 import boto3
 import pytest
+from aiohttp import web
 from botocore.exceptions import ClientError
 
 from bpool.sessions.store import (LocalStore, RecordingNotFound, S3Store, StoreSettings,
@@ -72,6 +74,45 @@ async def test_files_under_the_run_directory_are_private(tmp_path: Path,
         await store.get(location)
     with pytest.raises(RecordingNotFound):
         await store.open(location)
+
+
+async def test_a_recording_streams_through_an_aiohttp_response(tmp_path: Path,
+                                                              recording: Path) -> None:
+    store = LocalStore(tmp_path / "rec")
+    location = await store.put("sess-1", "screen.webm", recording)
+
+    async def serve(_: web.Request) -> web.Response:
+        return web.Response(body=await store.open(location), content_type="video/webm")
+
+    app = web.Application()
+    app.router.add_get("/r", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/r") as resp:
+                assert resp.status == 200 and await resp.read() == BODY
+    finally:
+        await runner.cleanup()
+
+
+def test_the_store_is_chosen_by_the_environment(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BPOOL_RUN_DIR", str(tmp_path / "run"))
+    for name in ("BPOOL_S3_ENDPOINT", "MINIO_BUCKET", "BPOOL_S3_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    local = open_store()
+    assert isinstance(local, LocalStore) and local.root == (tmp_path / "run" / "recordings").resolve()
+    monkeypatch.setenv("BPOOL_S3_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("BPOOL_S3_SECRET_KEY", "s3-secret-value")
+    remote = open_store()
+    assert isinstance(remote, S3Store) and remote.bucket == "recordings"
+    assert "s3-secret-value" not in repr(remote.settings)
+    monkeypatch.setenv("MINIO_BUCKET", "other")
+    assert open_store().bucket == "other"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("sid, name", [("../x", "a.har"), ("s", "../../etc/passwd"),
