@@ -294,3 +294,55 @@ async def test_unexpected_exception_is_a_500_without_traceback(
     assert "secret" not in text and "Traceback" not in text
     assert json.loads(text)["error"]["type"] == "server_error"
     assert resp.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("trace-42.a:b_c", True), ("x" * 128, True),
+    ("x" * 129, False), ("has space", False), ("semi;colon", False), ("ünï", False), ("", False),
+])
+async def test_a_client_request_id_is_echoed_only_when_it_is_safe(
+    front: Any, given: str, kept: bool
+) -> None:
+    """The id goes into every log line: one that could forge a log field or flood a line is
+    replaced by the front's own."""
+    resp = await front.get("/health", headers={"x-request-id": given} if given else {})
+    rid = resp.headers["x-request-id"]
+    if kept:
+        assert rid == given
+    else:
+        assert rid != given and rid.startswith("req-") and len(rid) == 36
+
+
+async def test_a_job_that_outlives_the_job_timeout_is_a_504_and_is_cancelled(
+    aiohttp_client: Any, tmp_path: Path, scripted_broker: ScriptedBroker
+) -> None:
+    # The job timeout (BPOOL_JOB_TIMEOUT_S) counts from Assigned, not from the queue.
+    app = make_app(settings_for(tmp_path, job_timeout_s=0.5, queue_timeout_s=30.0))
+    client = await start_front(aiohttp_client, app, scripted_broker)
+    call = asyncio.create_task(client.post("/v1/chat/completions", json=chat_body()))
+    sub = await scripted_broker.expect(Submit)
+    scripted_broker.send(Assigned(sub.job_id, "alice"))
+    scripted_broker.send(Chunk(sub.job_id, 0, content="slow"))  # output is no reprieve
+    resp = await asyncio.wait_for(call, WAIT_S)
+    assert resp.status == 504
+    err = (await resp.json())["error"]
+    assert err["code"] == "timeout" and "alice" in err["message"] and "0.5 s" in err["message"]
+    assert err["type"] == "server_error" and "Retry-After" not in resp.headers
+    assert (await scripted_broker.expect(Cancel, timeout_s=WAIT_S)).job_id == sub.job_id
+
+
+async def test_a_streamed_job_that_outlives_the_job_timeout_ends_with_an_error_event(
+    aiohttp_client: Any, tmp_path: Path, scripted_broker: ScriptedBroker
+) -> None:
+    app = make_app(settings_for(tmp_path, job_timeout_s=0.5, queue_timeout_s=30.0))
+    client = await start_front(aiohttp_client, app, scripted_broker)
+    call = asyncio.create_task(client.post("/v1/chat/completions",
+                                           json=chat_body(stream=True)))
+    sub = await scripted_broker.expect(Submit)
+    scripted_broker.send(Assigned(sub.job_id, "alice"))
+    scripted_broker.send(Chunk(sub.job_id, 0, content="part"))
+    resp = await asyncio.wait_for(call, WAIT_S)
+    events = await asyncio.wait_for(read_sse(resp), WAIT_S)
+    assert "[DONE]" not in events
+    assert events[-1]["error"]["code"] == "timeout"
+    assert (await scripted_broker.expect(Cancel, timeout_s=WAIT_S)).job_id == sub.job_id

@@ -115,3 +115,18 @@ def test_assistant_turn_without_content_is_accepted() -> None:
                                        {"role": "user", "content": "again"}]}
     spec = to_job_spec(parse_chat_request(json.dumps(body).encode()))
     assert [m.content for m in spec.messages] == ["hi", "", "again"]
+
+
+@pytest.mark.parametrize("reason, shown", [
+    ("stop", "stop"), ("length", "length"), ("tool_calls", "tool_calls"),
+    ("content_filter", "content_filter"), ("cancelled", "stop"), ("weird", "stop"),
+])
+def test_finish_reasons_clients_know_pass_and_others_read_as_stop(reason: str, shown: str) -> None:
+    from bpool.front.schema import chunk_json, completion_json
+    from bpool.protocol import Usage
+
+    done = completion_json("c1", "m", "", "", reason, Usage(1, 1, 2), created=1)
+    assert done["choices"][0]["finish_reason"] == shown
+    last = chunk_json("c1", "m", 1, {}, reason)
+    assert last["choices"][0]["finish_reason"] == shown
+    assert chunk_json("c1", "m", 1, {"content": "x"})["choices"][0]["finish_reason"] is None
