@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
+import json
+import urllib.request
 from typing import Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import async_playwright
 
 from sessions.harness import AUTH, KEY, SessionPool
@@ -94,3 +95,49 @@ async def test_the_relay_closes_with_the_reason_the_session_ended(pool: SessionP
         assert denied.value.status == 401
         assert pool.request("DELETE", f"/v1/sessions/{other['id']}")[0] == 200
     assert KEY not in "".join(pool.logs(n) for n in pool.procs)  # never logged
+
+
+@pytest.fixture
+async def site():
+    """A page on 127.0.0.1 for the recordings to see."""
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text="<title>rec</title><h1 style='font-size:80px'>recorded</h1>",
+                            content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    yield f"http://127.0.0.1:{tcp._server.sockets[0].getsockname()[1]}/page"  # type: ignore
+    await runner.cleanup()
+
+
+async def test_recordings_har_and_video_are_kept_and_served(pool: SessionPool, site: str) -> None:
+    har_s, video_s = pool.create(record="har"), pool.create(record="video")
+    async with async_playwright() as p:
+        for s in (har_s, video_s):
+            browser = await p.chromium.connect_over_cdp(s["ws_url"], headers=AUTH)
+            page = await browser.contexts[0].new_page()
+            await page.goto(site)
+            await page.evaluate("document.body.style.background = 'red'")
+            await page.wait_for_timeout(300)  # a few screencast frames of the changed page
+            await browser.close()
+    for s in (har_s, video_s):
+        assert pool.request("DELETE", f"/v1/sessions/{s['id']}")[0] == 200
+    for s in (har_s, video_s):
+        pool.wait_until(lambda: pool.session(s["id"])["recording"], 60, "the recording stored")
+    status, text = pool.request("GET", f"/v1/sessions/{har_s['id']}/recording", raw=True)
+    assert status == 200
+    urls = [e["request"]["url"] for e in json.loads(text)["log"]["entries"]]
+    assert site in urls
+    req = urllib.request.Request(f"{pool.base_url}/v1/sessions/{video_s['id']}/recording",
+                                 headers=AUTH)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["Content-Type"] == "video/webm"
+        assert resp.read(4) == b"\x1a\x45\xdf\xa3"  # EBML: a WebM file
+    plain = pool.create()
+    status, out = pool.request("GET", f"/v1/sessions/{plain['id']}/recording")
+    assert status == 404 and out["error"]["code"] == "no_recording"
+    assert pool.request("DELETE", f"/v1/sessions/{plain['id']}")[0] == 200

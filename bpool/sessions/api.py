@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, ClassVar
 
@@ -31,6 +32,7 @@ from bpool.sessions.log import key_id_of
 from bpool.sessions.link import PlacementUnavailable, SessionLink
 from bpool.sessions.metrics import install_metrics
 from bpool.sessions.placement_shell import front_endpoint
+from bpool.sessions.store import CONTENT_TYPES, RecordingNotFound, open_store
 from bpool.sessions.relay import CLOSE_GOING_AWAY, Relays, relay
 
 SESSION_ID = re.compile(r"^s-[0-9a-f]{24}$")
@@ -242,12 +244,11 @@ async def recording(request: web.Request) -> web.StreamResponse:
     if not reply.session.recording:
         raise ApiError(404, "this session has no recording", code="no_recording")
     try:
-        from bpool.sessions.store import open_store  # type: ignore[import-not-found]
-    except ImportError:
-        raise ApiError(501, "recordings are not supported yet", code="not_supported") from None
-    data = await open_store().get(reply.session.recording)
+        data = await open_store().get(reply.session.recording)
+    except RecordingNotFound:
+        raise ApiError(404, "the recording is no longer stored", code="no_recording") from None
     name = reply.session.recording.rsplit("/", 1)[-1]
-    kind = "application/json" if name.endswith(".har") else "video/webm"
+    kind = CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
     return web.Response(body=data, content_type=kind,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

@@ -127,7 +127,8 @@ class SessionHost:
             self.starting.pop(sid, None)
         self.browsers[sid] = b
         if record != "none":
-            self.recorders[sid] = SessionRecorder.start(sid, record, b, self.s.home)
+            self.recorders[sid] = SessionRecorder.start(sid, record, b.ws_url, self.s.home,
+                                                        Path(self.s.run_dir))
         log.info("session %s: browser pid %d ready", sid, b.pid)
         self.send(sp.SessionStarted(sid, b.ws_url, b.pid))
         self._spawn(self.watch(b))
@@ -147,9 +148,11 @@ class SessionHost:
                 self.send(sp.SessionEnded(sid, reason))
             return
         rec = self.recorders.pop(sid, None)
-        location = await rec.finish() if rec is not None else None
+        if rec is not None:
+            await rec.stop()
         await b.close()
         log.info("session %s ended: %s", sid, reason)
+        location = await rec.save() if rec is not None else None
         if tell:
             self.send(sp.SessionEnded(sid, reason, location))
 
