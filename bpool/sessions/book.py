@@ -1,75 +1,27 @@
-"""The session log as placement uses it: the persistent log (bpool/sessions/log.py) when it is
-present, else an in-memory stand-in with the same calls.
-
-SEAM: `bpool.sessions.log` (open_log, SessionRecord) is a separate library. Until it exists,
-`MemoryLog` keeps the records of this broker's lifetime only; `open_book` picks the real one as
-soon as it can be imported, and `to_info` reads its records by field name.
-"""
+"""The session log as placement uses it (bpool/sessions/log.py: SQLite under the run
+directory, or PostgreSQL at BPOOL_DATABASE_URL): opening it, and converting between its
+records and the wire's SessionInfo (the log keeps no limits or URLs: those live only while the
+session does)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-import msgspec
 
+from bpool import config
 from bpool.sessions import protocol as sp
+from bpool.sessions.log import SessionLog, SessionRecord, open_log
 
-log = logging.getLogger("bpool.sessions")
 
 FIELDS = tuple(sp.SessionInfo.__struct_fields__)
 
 
-class MemoryLog:
-    """The log's interface over a dict: what placement needs when no persistent log exists."""
-
-    persistent = False
-
-    def __init__(self) -> None:
-        self.rows: dict[str, sp.SessionInfo] = {}
-
-    async def open(self) -> None:
-        pass
-
-    async def created(self, rec: sp.SessionInfo) -> None:
-        self.rows[rec.id] = rec
-
-    async def update(self, session_id: str, **fields: Any) -> None:
-        row = self.rows.get(session_id)
-        if row is not None:
-            self.rows[session_id] = msgspec.structs.replace(
-                row, **{k: v for k, v in fields.items() if k in FIELDS})
-
-    async def get(self, session_id: str) -> sp.SessionInfo | None:
-        return self.rows.get(session_id)
-
-    async def list(self, state: str | None = None, limit: int = 100) -> list[sp.SessionInfo]:
-        rows = [r for r in reversed(self.rows.values()) if state is None or r.state == state]
-        return rows[:limit]
-
-    async def close(self) -> None:
-        pass
+def open_book(run_dir: Path) -> SessionLog:
+    return open_log(run_dir, config.value("BPOOL_DATABASE_URL") or None)
 
 
-def open_book(run_dir: Path) -> Any:
-    try:
-        from bpool.sessions.log import open_log  # type: ignore[import-not-found]
-    except ImportError:
-        log.warning("session log library not present: sessions are logged in memory only")
-        return MemoryLog()
-    from bpool import config
-
-    url = config.value("BPOOL_DATABASE_URL")
-    return open_log(run_dir, url or None)
-
-
-def to_record(info: sp.SessionInfo) -> Any:
-    """What `log.created` takes: the library's SessionRecord when present."""
-    try:
-        from bpool.sessions.log import SessionRecord  # type: ignore[import-not-found]
-    except ImportError:
-        return info
+def to_record(info: sp.SessionInfo) -> SessionRecord:
     names = set(SessionRecord.__struct_fields__)
     fields = {k: getattr(info, k) for k in FIELDS if k in names}
     fields["key_id"] = info.key_id or "anonymous"

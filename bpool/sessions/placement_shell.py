@@ -248,8 +248,7 @@ class _Shell:
                 if is_host:
                     self.perform(self.core.on_host(ident, msg, now))
                 elif (isinstance(msg, sp.GetSession) and self.core.get(msg.session_id) is None
-                      ) or (isinstance(msg, sp.ListSessions) and msg.state in (None, "ended")
-                            and getattr(self.book, "persistent", True)):
+                      ) or (isinstance(msg, sp.ListSessions) and msg.state in (None, "ended")):
                     asyncio.get_running_loop().create_task(self.from_log(ident, msg))
                 else:
                     self.perform(self.core.on_front(ident, msg, now))
