@@ -5,6 +5,8 @@ codec (src/aistudio_api/infrastructure/gateway/wire_types.py, wire_codec.py):
 
     [ "models/<id>",                                   0  model
       [ [[[null, "text"]], "user"], [[...], "model"], ... ],   1  contents, oldest first
+                                                       a file part is inline: [null, null, [mime, base64]]
+                                                       (wire_types AistudioPart; files before the text)
       [[null, null, 7, 4], ...],                       2  safety settings
       generation_config,                               3  see below
       "!<page token>",                                 4  the page-minted anti-bot token
@@ -22,6 +24,9 @@ codec (src/aistudio_api/infrastructure/gateway/wire_types.py, wire_codec.py):
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from dataclasses import dataclass, field
 
 from bpool.sim.models import LEVEL_NAMES
@@ -49,10 +54,14 @@ class GenerateRequest:
     thinking: Thinking | None = None  # None: no thinking config sent
     search: bool = False
     system: str | None = None
+    attachments: list[dict] = field(default_factory=list)  # inline files of the last user turn
 
     @property
     def prompt(self) -> str:
-        return self.contents[-1][1]
+        """The last user text, and what was attached to it (so an answer names it)."""
+        if not self.attachments:
+            return self.contents[-1][1]
+        return f"{self.contents[-1][1]} [attached: {describe(self.attachments)}]"
 
     def params(self) -> dict:
         """What /__sim/stats shows per request (names kept from the sim's earlier JSON request)."""
@@ -64,6 +73,7 @@ class GenerateRequest:
             "thinkingBudget": th.budget if th else None,
             "thinkingLevel": th.level if th else None,
             "googleSearch": self.search, "system": self.system,
+            "attachments": self.attachments,
         }
 
 
@@ -79,14 +89,30 @@ def _at(seq: list, i: int) -> object:
     return seq[i] if len(seq) > i else None
 
 
-def _text_of(content: object, what: str) -> tuple[str, str]:
-    """[[part, ...], role] -> (role, text of its text parts)."""
+def describe(attachments: list[dict]) -> str:
+    return "; ".join(f"{a['mime']} {a['size']} bytes sha256:{a['sha256']}" for a in attachments)
+
+
+def _inline(part: list, what: str) -> dict:
+    """An inline file part [null, null, [mime, base64]] (nexus wire_types AistudioPart)."""
+    blob = part[2]
+    if len(blob) < 2 or not isinstance(blob[0], str) or not isinstance(blob[1], str):
+        raise ValueError(f"{what} has a malformed inline part")
+    try:
+        data = base64.b64decode(blob[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} has inline data that is not base64") from None
+    return {"mime": blob[0], "size": len(data), "sha256": hashlib.sha256(data).hexdigest()[:16]}
+
+
+def _parts_of(content: object, what: str) -> tuple[str, str, list[dict]]:
+    """[[part, ...], role] -> (role, text of its text parts, its inline files)."""
     if not isinstance(content, list) or len(content) < 2 or not isinstance(content[0], list):
         raise ValueError(f"{what} must be [parts, role]")
     role = content[1]
     if role not in ("user", "model"):
         raise ValueError(f"{what} has an unknown role")
-    texts = []
+    texts, files = [], []
     for part in content[0]:
         if not isinstance(part, list) or len(part) < 2:
             raise ValueError(f"{what} has a malformed part")
@@ -94,7 +120,15 @@ def _text_of(content: object, what: str) -> tuple[str, str]:
             texts.append(part[1])
         elif part[1] is not None:
             raise ValueError(f"{what} has a non-text part [1]")
-    return role, "".join(texts)
+        elif len(part) > 2 and isinstance(part[2], list):
+            files.append(_inline(part, what))
+    return role, "".join(texts), files
+
+
+def _text_of(content: object, what: str) -> tuple[str, str]:
+    """[[part, ...], role] -> (role, text of its text parts)."""
+    role, text, _ = _parts_of(content, what)
+    return role, text
 
 
 def _thinking(raw: object) -> Thinking | None:
@@ -121,7 +155,8 @@ def parse_generate(body: object) -> GenerateRequest:
     raw_contents = body[1]
     if not isinstance(raw_contents, list) or not raw_contents:
         raise ValueError("[1] contents must be a non-empty list")
-    contents = [_text_of(c, f"contents[{i}]") for i, c in enumerate(raw_contents)]
+    parsed = [_parts_of(c, f"contents[{i}]") for i, c in enumerate(raw_contents)]
+    contents = [(role, text) for role, text, _ in parsed]
     if contents[-1][0] != "user":
         raise ValueError("the last content must be the user's")
     if body[2] is not None and not isinstance(body[2], list):
@@ -147,6 +182,7 @@ def parse_generate(body: object) -> GenerateRequest:
         thinking=_thinking(_at(config, 16)),
         search=bool(tools) and GOOGLE_SEARCH_TOOL in tools,
         system=system,
+        attachments=parsed[-1][2],
     )
 
 

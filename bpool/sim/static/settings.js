@@ -220,7 +220,11 @@
 
   // The positional request body (README.md; nexus-studio tests/test_input.json).
   function requestBody(modelName, turns, token) {
-    const contents = turns.map(t => [[[null, t.text]], t.role]);
+    // Files first, inline (nexus wire_codec/wire_types); no empty text part after files.
+    const contents = turns.map(t => {
+      const files = (t.files || []).map(f => [null, null, [f.mime, f.b64]]);
+      return [files.length && !t.text ? files : [...files, [null, t.text]], t.role];
+    });
     const tools = state.search && caps.search ? [GOOGLE_SEARCH] : null;
     const body = [modelName, contents, SAFETY, generationConfig(), token, null, tools,
                   null, null, null, 1];

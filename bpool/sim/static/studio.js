@@ -63,7 +63,9 @@
         run.replaceChildren('Run', el('span', {class: 'shortcut', text: ' Ctrl \u23ce'}));
       }
     }
-    run.disabled = !current && (!model || textarea.value.trim() === '');
+    const up = S.uploads;
+    run.disabled = !current && (!model || (textarea.value.trim() === '' && !(up && up.count()))
+                                || !!(up && up.busy()));
     newChat.disabled = !current && turns.length === 0;  // CJack: not enabled on an empty new chat
     indicator.hidden = !temporary;
     if (tempButton) {
@@ -149,11 +151,11 @@
   }
 
   async function send() {
-    if (current || !model || textarea.value.trim() === '') return;
+    if (current || !model || run.disabled) return;
     if (S.settings.isOpen() && knobs.settings_panel !== 'always') S.settings.close();
     const prompt = textarea.value;
     clearNotices();
-    turns.push({role: 'user', text: prompt});
+    turns.push({role: 'user', text: prompt, files: S.uploads ? S.uploads.take() : []});
     addTurn('user', prompt);
     textarea.value = '';
     tokenCount.textContent = '';
@@ -211,6 +213,7 @@
     textarea.value = '';
     tokenCount.textContent = '';
     clearNotices();
+    if (S.uploads) S.uploads.clear();
     S.settings.reset();  // New chat restores the model's defaults (JaeWangL's live run)
     setTemporary(false);  // and turns temporary chat off (docs/aistudio-page.md)
     if (location.pathname !== '/prompts/new_chat') history.pushState(null, '', '/prompts/new_chat');
@@ -269,6 +272,7 @@
   if (tempButton) tempButton.addEventListener('click', () => setTemporary(!temporary));
   if (moreActions) moreActions.addEventListener('click', openMoreActions);
   if (settingsToggle) settingsToggle.addEventListener('click', () => S.settings.toggleOpen());
+  S.studio = {refresh};
   refresh();
   S.ui.freshProfilePopups();
   loadModels().catch(() => toast('error', 'Failed to load the list of models.'));
