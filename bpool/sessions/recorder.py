@@ -124,7 +124,7 @@ class SessionRecorder:
         """Encode and store what was captured; its location, or None (nothing, or no ffmpeg)."""
         try:
             if self.har is not None:
-                path = self.scratch / "session.har"
+                path = self.scratch / "network.har"
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     json.dump(self.har.har(), f)
