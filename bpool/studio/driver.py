@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
-from bpool.protocol import JobSpec, Usage
+from bpool.protocol import Attachment, JobSpec, Usage
 from bpool.studio import page_js
 from bpool.studio.answer import AnswerLimits, Emit, read_answer
 from bpool.worker.engines import main_world_prefix
@@ -36,6 +36,7 @@ from bpool.studio.stream_parser import parse_models
 from bpool.studio.table import STUDIO, StudioTable
 from bpool.studio.tap import Tap, TapClosed, TapStream, tap_scripts
 from bpool.studio.temporary import TemporaryChat, temp_args
+from bpool.studio.upload import Uploads, attachments_of
 
 __all__ = ["STUDIO", "DriverSettings", "StudioDriver", "StudioTable"]
 
@@ -58,6 +59,7 @@ class StudioDriver:
         self.popups = Popups(self.x)
         self.panel = RunSettings(self.x)
         self.temporary = TemporaryChat(self.x)
+        self.uploads = Uploads(self.x)
         self.account = ""
         self.models: tuple[str, ...] = ()
         self.model_names: dict[str, str] = {}
@@ -229,15 +231,16 @@ class StudioDriver:
         """Answer one job, streaming through `emit`. `on_submit` runs right before the click that
         sends the prompt (the point of no return). Cancellation clicks Stop, then re-raises."""
         prompt = render_prompt(spec.messages)
+        files = attachments_of(spec)
         want = spec.model.strip().removeprefix("models/")
         try:
             self.tap.discard_pending()
             probe = None
             if self.model == want and not self.panel.needs_panel(spec, self.model):
-                probe = await self.submit(prompt, on_submit, check=True)  # the usual case
+                probe = await self.submit(prompt, on_submit, check=True, files=files)
             if probe is None:
                 probe = await self._prepare(spec, want)
-                await self.submit(prompt, on_submit)
+                await self.submit(prompt, on_submit, files=files)
             # Notices already on screen belong to an earlier job, not to this one.
             self._old_notices = set(probe.get("notices", []))
             stream = await self._await_request(want)
@@ -279,10 +282,10 @@ class StudioDriver:
                             self.s.answer_timeout_s, self.t.quota_phrases, self.s.cooldowns)
 
     async def submit(self, prompt: str, on_submit: Callable[[], None],
-                     check: bool = False) -> dict | None:
-        """Fill the prompt and press Run (Ctrl+Enter when the page has no Run button at all).
-        With `check`, the page is probed in the same round trip and nothing is done when it
-        needs preparing first; returns that probe (None then)."""
+                     check: bool = False, files: tuple[Attachment, ...] = ()) -> dict | None:
+        """Fill the prompt, attach `files` and press Run (Ctrl+Enter when the page has no Run
+        button at all). With `check`, the page is probed in the same round trip and nothing is
+        done when it needs preparing first; returns that probe (None then)."""
         filled = await self.x.js("fill prompt", page_js.FILL_PROMPT, {
             "sels": list(self.t.prompt_textarea), "value": prompt,
             "wrapper": self.t.autosize_wrapper, "run": list(self.t.run_button),
@@ -292,6 +295,8 @@ class StudioDriver:
         if not filled["ok"]:
             raise StepError("fill prompt", "no prompt box found, or it did not take the text")
         run = filled["run"]
+        if files:
+            run = await self.uploads.attach(files, self.s.navigation_timeout_s)
         deadline = time.monotonic() + min(10.0, self.s.step_timeout_s)
         # Wait only while a Run button exists but is disabled (the page enables it once it has
         # processed the input event).

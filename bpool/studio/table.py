@@ -158,6 +158,40 @@ class StudioTable:
     discard_label: str = "Discard and continue"
     chat_turn: str = "ms-chat-turn"
 
+    # ---------------------------------------------------------------- attachments
+    # "Insert assets" opens a menu whose "Upload a file" item holds a hidden file input (CJack);
+    # some pages have the input in the DOM already (JaeWangL: input[type="file"].file-input).
+    add_media: tuple[str, ...] = (
+        'button[data-test-id="add-media-button"]',
+        'button[aria-label^="Insert assets"]',
+        'button[aria-label^="Insert images"]',
+    )
+    file_input: tuple[str, ...] = (
+        'div[role="menu"] button[role="menuitem"][aria-label="Upload a file"] input[type="file"]',
+        'div[role="menu"] button[role="menuitem"][aria-label="Upload File"] input[type="file"]',
+        'input[type="file"].file-input',
+    )
+    upload_menu: str = 'div[role="menu"]'
+    # An uploaded file's chip, and a file still uploading (markup: assumption, see the sim).
+    attachment_chip: tuple[str, ...] = (
+        "ms-prompt-input-wrapper .file-chip",
+        "ms-prompt-box .file-chip",
+    )
+    upload_progress: tuple[str, ...] = (
+        "ms-prompt-input-wrapper [role=\"progressbar\"]",
+        "ms-prompt-input-wrapper mat-progress-spinner",
+        "ms-prompt-box mat-progress-spinner",
+    )
+    # The copyright notice after a first upload: CJack clicks an aria-label match, else one of
+    # these labels inside an overlay (only one that speaks of copyright, here).
+    upload_ack: tuple[str, ...] = (
+        'button[aria-label*="copyright" i]',
+        'button[aria-label*="acknowledge" i]',
+    )
+    upload_ack_labels: tuple[str, ...] = ("Acknowledge", "I agree", "Agree", "Allow", "Continue",
+                                          "OK", "Confirm", "Yes")
+    upload_ack_phrase: str = "copyright"
+
     # ---------------------------------------------------------------- notices
     toasts: str = "div.toast.warning, div.toast.error"
     toast_text: str = "span.content-text"
