@@ -22,7 +22,8 @@ from bpool.front.chat import chat_completions
 from bpool.front.errors import (ApiError, error_body, error_response, error_type, json_response,
                                 retry_after_header)
 from bpool.front.guard import allowed_origin, check_key, cors_headers, health_view, preflight
-from bpool.front import metrics, pool_page
+from bpool.front import anthropic, gemini, metrics, pool_page
+from bpool.front.shapes import format_errors
 from bpool.front.schema import models_json
 from bpool.front.server import FrontRunner
 from bpool.front.settings import FrontSettings
@@ -128,7 +129,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 def make_app(settings: FrontSettings) -> web.Application:
-    app = web.Application(middlewares=[openai_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[format_errors, openai_errors],
+                          client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[POOL_MODE] = config.value("BPOOL_POOL_MODE")
     app.on_response_prepare.append(cors_headers)
@@ -146,6 +148,11 @@ def make_app(settings: FrontSettings) -> web.Application:
     app.router.add_post("/v1/chat/completions",
                         no_accounts if app[POOL_MODE] == "none" else chat_completions)
     app.router.add_get("/v1/models", list_models)
+    # The same pool in other clients' formats (docs/clients.md).
+    none = app[POOL_MODE] == "none"
+    app.router.add_post("/v1/messages", no_accounts if none else anthropic.messages)
+    app.router.add_post("/v1beta/models/{target}", no_accounts if none else gemini.generate)
+    app.router.add_get("/v1beta/models", gemini.list_models)
     app.router.add_get("/health", health)
     pool_page.install(app)
     metrics.install(app)

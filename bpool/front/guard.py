@@ -17,14 +17,18 @@ from bpool.front.settings import FrontSettings, key_matches, presented_key
 from bpool.front.errors import ApiError
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-Id"
+ALLOWED_HEADERS = ("Authorization, Content-Type, X-API-Key, X-Request-Id, x-goog-api-key, "
+                   "anthropic-version")
 EXPOSED_HEADERS = "x-request-id, x-bpool-profile, Retry-After"
 PREFLIGHT_MAX_AGE_S = 600
 
 
 def has_valid_key(request: web.Request, settings: FrontSettings) -> bool:
-    return key_matches(presented_key(request.headers.get("Authorization"),
-                                     request.headers.get("X-API-Key")), settings.api_keys)
+    # Gemini clients send `x-goog-api-key` or `?key=` (the latter only on the Gemini routes).
+    other = request.headers.get("X-API-Key") or request.headers.get("x-goog-api-key") or (
+        request.query.get("key") if request.path.startswith("/v1beta/") else None)
+    return key_matches(presented_key(request.headers.get("Authorization"), other),
+                       settings.api_keys)
 
 
 def check_key(request: web.Request, settings: FrontSettings) -> None:
