@@ -193,13 +193,19 @@ class HarRecorder:
         version = _http_version(resp.get("protocol", ""))
         headers = resp.get("headers", {})
         size = e.data_length
-        body_size = e.encoded_length if e.encoded_length >= 0 else -1
+        # CDP counts bytes on the wire: the response's encodedDataLength is its headers (all
+        # that had arrived then), loadingFinished's is headers and body together
+        head = resp.get("encodedDataLength")
+        head = int(head) if isinstance(head, (int, float)) and head > 0 else -1
+        body_size = -1
+        if e.encoded_length >= 0:
+            body_size = max(e.encoded_length - max(head, 0), 0)
         response = {
             "status": int(resp.get("status", 0)), "statusText": resp.get("statusText", ""),
             "httpVersion": version, "cookies": [], "headers": self._headers(headers),
             "content": {"size": size, "mimeType": resp.get("mimeType", "x-unknown")},
             "redirectURL": _header(headers, "location") or "",
-            "headersSize": -1, "bodySize": body_size,
+            "headersSize": head, "bodySize": body_size,
         }
         if e.error:
             response["_error"] = e.error

@@ -165,6 +165,8 @@ async def test_a_real_chromium_session_gives_a_har_and_a_video(site: str, tmp_pa
     assert (root["request"]["method"], root["response"]["status"]) == ("GET", 200)
     assert root["response"]["content"]["mimeType"] == "text/html"
     assert root["response"]["content"]["size"] == len(PAGE.encode())
+    assert root["response"]["bodySize"] == len(PAGE.encode())  # sent uncompressed
+    assert root["response"]["headersSize"] > len("HTTP/1.1 200 OK\r\n\r\n")
     assert root["pageref"] == log["pages"][0]["id"] and root["_resourceType"] == "document"
     assert root["request"]["httpVersion"] == "HTTP/1.1" and root["serverIPAddress"] == "127.0.0.1"
     api = by_url[site + "/api/data"]
