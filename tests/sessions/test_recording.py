@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -244,6 +245,44 @@ async def test_a_failing_encoder_leaves_nothing_behind(jpegs: list[bytes], tmp_p
     assert await video.finish() is None
     assert list(tmp_path.iterdir()) == []
     assert await VideoRecorder(tmp_path / "none.webm").finish() is None  # no frames at all
+
+
+def slow_encoder(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in for ffmpeg that records its pid and never finishes."""
+    pidfile, script = tmp_path / "encoder.pid", tmp_path / "slow-ffmpeg"
+    script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 300\n")
+    script.chmod(0o755)
+    return script, pidfile
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_a_stopped_encoding_kills_ffmpeg_and_cleans_up(
+        jpegs: list[bytes], tmp_path: Path, how: str) -> None:
+    script, pidfile = slow_encoder(tmp_path)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    video = VideoRecorder(tmp_path / "v.webm", spool_dir=spool, ffmpeg=str(script),
+                          encode_timeout_s=300 if how == "cancelled" else 0.5)
+    video.feed_frame(jpegs[0], 1.0)
+    task = asyncio.create_task(video.finish())
+    await poll(lambda: pidfile.exists() and pidfile.read_text().strip(), "the encoder to start")
+    pid = int(pidfile.read_text())
+    if how == "cancelled":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        assert await task is None
+    assert gone(pid)  # reaped, not left running
+    assert list(spool.iterdir()) == [] and not (tmp_path / "v.webm").exists()
 
 
 def test_a_failed_request_and_the_entry_bound() -> None:
