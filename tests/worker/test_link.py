@@ -172,9 +172,19 @@ async def test_job_error_is_reported_with_output_flag(broker, endpoint):
 async def test_disconnect_makes_the_worker_register_again(broker, endpoint):
     stop, task = await start(ScriptedBackend(), endpoint)
     ident, ready1 = await broker.recv()
+    # Acknowledged: Ready stops repeating (one may already be on its way), heartbeats follow.
+    await broker.send(ident, p.Heartbeat())
+    _, msg = await broker.recv(skip_heartbeats=False)
+    while isinstance(msg, p.Ready):
+        _, msg = await broker.recv(skip_heartbeats=False)
+    for _ in range(3):
+        assert isinstance(msg, p.Heartbeat), msg
+        _, msg = await broker.recv(skip_heartbeats=False)
+    # Only the Disconnect makes it register again.
     await broker.send(ident, p.Disconnect("who are you"))
-    ident2, ready2 = await broker.recv(timeout=2)
+    ident2, ready2 = await broker.recv(timeout=30)
     assert isinstance(ready2, p.Ready) and ready2.incarnation == ready1.incarnation
+    assert ident2 == ident  # on the same socket: not the fresh one a silent broker would cause
     stop.set()
     assert await asyncio.wait_for(task, 5) == 0
 

@@ -158,3 +158,140 @@ def test_drain_timeout_fails_the_job_it_could_not_finish() -> None:
     [failed] = [m for m in sent(acts) if isinstance(m, JobFailed)]
     assert failed.error.kind == "worker_died" and failed.output_sent
     assert CancelRun("j1") in acts and Exit(0) in acts
+
+
+# ---------------------------------------------------------------------------- finer points
+# Each send also counts as "heard from us": the next heartbeat is one interval after it, so a
+# tick follows the sends below (a send that forgot its time would break the clock).
+
+
+def test_the_busy_refusal_says_why() -> None:
+    c = busy("j1")
+    [refusal] = sent(c.on_message(Assign("j2", SPEC), 0.1))
+    assert refusal == JobFailed("j2", error("internal", "worker busy"), False)
+    assert sent(c.tick(0.9)) == []  # the refusal counted as a send at 0.1
+    assert sent(c.tick(1.1)) == [Heartbeat()]
+
+
+def test_every_send_moves_the_heartbeat_clock() -> None:
+    c = busy("j1")  # READY sent at 0.0
+    assert sent(c.emit("j1", "a", "", 0.8)) == [Started("j1"), Chunk("j1", 0, "a", "")]
+    assert sent(c.tick(1.5)) == []  # 0.7 s after the chunk
+    assert sent(c.emit("j1", "b", "", 1.7)) == [Chunk("j1", 1, "b", "")]
+    assert sent(c.tick(2.6)) == []
+    c.on_message(Heartbeat(), 2.6)
+    assert sent(c.run_finished("j1", Finished("stop"), 2.7)) == [Done("j1", "stop", None)]
+    assert sent(c.tick(3.6)) == []
+    assert sent(c.reset_finished("j1", True, 3.65)) == [Idle()]
+    assert sent(c.tick(4.6)) == []
+    assert sent(c.tick(4.7)) == [Heartbeat()]
+    assert sent(c.stop(5.5)) == [Goodbye("stopping")]
+    assert c.tick(5.6) == [Exit(0)]
+
+
+def test_started_alone_also_moves_the_clock() -> None:
+    c = busy("j1")
+    assert sent(c.start("j1", 0.5)) == [Started("j1")]
+    assert sent(c.start("j1", 0.75)) == []  # once
+    assert sent(c.tick(1.25)) == []
+    assert sent(c.tick(1.5)) == [Heartbeat()]
+
+
+def test_seq_counts_up_and_reasoning_travels() -> None:
+    c = busy("j1")
+    msgs = [m for i, (text, thought) in enumerate([("", "think"), ("a", ""), ("b", "more")])
+            for m in sent(c.emit("j1", text, thought, 0.1 * (i + 1)))]
+    assert msgs == [Started("j1"), Chunk("j1", 0, "", "think"), Chunk("j1", 1, "a", ""),
+                    Chunk("j1", 2, "b", "more")]
+
+
+def test_calls_for_another_job_or_after_the_end_do_nothing() -> None:
+    c = busy("j1")
+    assert c.start("other", 0.1) == [] and c.emit("other", "x", "", 0.1) == []
+    assert c.run_finished("other", Finished("stop"), 0.1) == []
+    assert c.reset_finished("other", True, 0.1) == []
+    assert c.job is not None and c.job.running
+    c.run_finished("j1", Finished("stop"), 0.2)
+    assert c.emit("j1", "late", "", 0.3) == []  # the run is over: no more output
+    assert c.run_finished("j1", Failed(error("site", "x")), 0.3) == []  # ended once
+    assert c.on_message(Cancel("j1"), 0.3) == []  # nothing left to cancel
+    assert c.reset_finished("other", True, 0.4) == [] and c.job is not None
+    assert sent(c.reset_finished("j1", True, 0.4)) == [Idle()]
+    assert c.reset_finished("j1", True, 0.5) == []  # already forgotten
+
+
+def test_done_carries_the_usage() -> None:
+    from bpool.protocol import Usage
+
+    c = busy("j1")
+    usage = Usage(3, 4, 7)
+    assert sent(c.run_finished("j1", Finished("length", usage), 0.1)) == [
+        Started("j1"), Done("j1", "length", usage)]
+
+
+def test_a_dead_browser_names_the_job_and_the_cause() -> None:
+    c = busy("j1")
+    [failed] = sent(c.run_finished("j1", BackendGone("target closed"), 0.2))
+    assert failed.job_id == "j1" and failed.error.kind == "broken" and not failed.output_sent
+    assert "browser died: target closed" in failed.error.message
+    assert c.job is None
+
+
+def test_backend_dead_between_jobs_ends_the_worker() -> None:
+    c = registered()
+    c.backend_dead()
+    acts = c.tick(0.1)
+    assert sent(acts) == [Goodbye("browser died")] and Exit(1) in acts
+    assert sent(c.tick(0.2)) == [Goodbye("browser died")]  # the clock still works after it
+
+
+def test_disconnect_while_the_page_resets_cancels_nothing_and_says_nothing() -> None:
+    c = busy("j1")
+    c.run_finished("j1", Finished("stop"), 0.1)  # the run is over, the reset is under way
+    assert c.on_message(Disconnect("x"), 0.2) == []  # nothing to cancel
+    assert sent(c.start("j1", 0.25)) == []
+    assert sent(c.reset_finished("j1", True, 0.3)) == []  # forgotten by the broker: no Idle
+    assert sent(c.tick(0.3)) == [READY]
+
+
+def test_an_abandoned_job_says_nothing_at_all() -> None:
+    c = busy("j1")
+    c.on_message(Disconnect("x"), 0.1)
+    assert sent(c.start("j1", 0.2)) == []
+    assert sent(c.emit("j1", "x", "", 0.3)) == []
+    assert sent(c.run_finished("j1", Failed(error("site", "x")), 0.4)) == []
+
+
+def test_a_job_id_given_again_after_an_abandoned_run_is_a_fresh_job() -> None:
+    c = busy("j1")
+    c.on_message(Disconnect("x"), 0.1)
+    c.run_finished("j1", Cancelled(), 0.2)
+    c.reset_finished("j1", True, 0.3)
+    assert sent(c.tick(0.3)) == [READY]
+    c.on_message(Heartbeat(), 0.4)
+    assert c.on_message(Assign("j1", SPEC), 0.5) == [StartRun("j1", SPEC)]
+    assert sent(c.emit("j1", "x", "", 0.6)) == [Started("j1"), Chunk("j1", 0, "x", "")]
+
+
+def test_a_second_disconnect_one_interval_later_waits_for_the_interval() -> None:
+    c = registered()
+    c.on_message(Disconnect("x"), 0.5)
+    assert sent(c.tick(0.5)) == [READY]
+    c.on_message(Heartbeat(), 0.6)
+    assert sent(c.tick(1.5)) == [Heartbeat()]
+    c.on_message(Disconnect("x"), 1.5)  # exactly one interval after the first: still a storm
+    assert sent(c.tick(1.5)) == []
+    assert sent(c.tick(2.5)) == [READY]
+
+
+def test_the_drain_timeout_counts_from_the_stop() -> None:
+    c = busy("j1", now=10.0)
+    c.on_message(Heartbeat(), 10.0)
+    c.stop(10.0)
+    assert not any(isinstance(a, Exit) for a in c.tick(12.0))  # 2 s into a 5 s drain
+    c.on_message(Heartbeat(), 14.0)
+    assert not any(isinstance(a, Exit) for a in c.tick(15.0))  # exactly 5 s: not yet over
+    acts = c.tick(15.1)
+    [failed] = [m for m in sent(acts) if isinstance(m, JobFailed)]
+    assert failed == JobFailed("j1", error("worker_died", "worker stopped"), False)
+    assert Exit(0) in acts
