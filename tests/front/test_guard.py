@@ -64,6 +64,19 @@ def test_anything_but_the_whole_key_is_refused_with_401(headers: dict[str, str])
     assert "Authorization: Bearer KEY" in err.message and "X-API-Key" in err.message
 
 
+def test_gemini_clients_may_send_the_key_their_way() -> None:
+    r = req(x_goog_api_key=KEY)
+    assert guard.has_valid_key(r, settings(r))
+    r = req(path=f"/v1beta/models?key={KEY}")
+    assert guard.has_valid_key(r, settings(r))
+    r = req(path=f"/v1/models?key={KEY}")  # a key in the URL only where Gemini clients put it
+    assert not guard.has_valid_key(r, settings(r))
+    r = req(path=f"/v1beta/models?key={KEY}x")
+    assert not guard.has_valid_key(r, settings(r))
+    r = req(x_goog_api_key=KEY + "x")
+    assert not guard.has_valid_key(r, settings(r))
+
+
 def test_without_configured_keys_nobody_needs_one() -> None:
     r = req(keys=())
     guard.check_key(r, settings(r))
@@ -127,8 +140,11 @@ def test_preflight_answers_only_a_real_preflight() -> None:
         "Access-Control-Allow-Headers", "Access-Control-Max-Age", "Vary")} == {
         "Access-Control-Allow-Origin": ORIGIN,
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, X-API-Key, X-Request-Id",
+        "Access-Control-Allow-Headers": resp.headers["Access-Control-Allow-Headers"],
         "Access-Control-Max-Age": "600", "Vary": "Origin"}
+    allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed >= {"authorization", "content-type", "x-api-key", "x-request-id",
+                       "x-goog-api-key", "anthropic-version"}
     assert guard.preflight(req("OPTIONS", Origin=ORIGIN), ORIGIN) is None  # no request method
     assert guard.preflight(req("POST", Origin=ORIGIN, Access_Control_Request_Method="POST"),
                            ORIGIN) is None
