@@ -141,3 +141,18 @@ async def test_recordings_har_and_video_are_kept_and_served(pool: SessionPool, s
     status, out = pool.request("GET", f"/v1/sessions/{plain['id']}/recording")
     assert status == 404 and out["error"]["code"] == "no_recording"
     assert pool.request("DELETE", f"/v1/sessions/{plain['id']}")[0] == 200
+
+
+async def test_a_front_restart_closes_the_socket_and_keeps_the_session(pool: SessionPool) -> None:
+    s = pool.create()
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(s["ws_url"], headers=AUTH) as ws:
+            assert pool.terminate("front") == 0
+            msg = await ws.receive(timeout=30)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+        pool.start_front()
+        pool.wait_hosts(1)
+        async with http.ws_connect(s["ws_url"], headers=AUTH) as ws:  # the same browser
+            await ws.send_json({"id": 7, "method": "Browser.getVersion"})
+            assert (await ws.receive_json(timeout=30))["id"] == 7
+    assert pool.request("DELETE", f"/v1/sessions/{s['id']}")[0] == 200
