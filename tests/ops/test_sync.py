@@ -405,3 +405,128 @@ def test_programs_run_under_the_lifeline_with_their_secrets_only(tmp_path: Path)
         kept = {argv[i + 1] for i, a in enumerate(argv[:argv.index("--")]) if a == "--keep"}
         assert kept == {"broker": {"BPOOL_CURVE_DIR"},
                         "front": {"BPOOL_API_KEYS", "BPOOL_API_KEYS_FILE"}}.get(name, set())
+
+
+# ---------------------------------------------------------------------------- apply
+
+
+class FakeSupervisor:
+    """supervisord's XML-RPC as `apply` uses it: what reloadConfig reports, and every call."""
+
+    def __init__(self, added: list[str], changed: list[str], removed: list[str]) -> None:
+        self.report = [[added, changed, removed]]
+        self.calls: list[tuple[str, str]] = []
+
+    def reloadConfig(self) -> list[list[list[str]]]:
+        return self.report
+
+    def addProcessGroup(self, name: str) -> None:
+        self.calls.append(("add", name))
+
+    def stopProcessGroup(self, name: str, wait: bool) -> None:
+        assert wait  # a replaced or removed worker drains first
+        self.calls.append(("stop", name))
+
+    def removeProcessGroup(self, name: str) -> None:
+        self.calls.append(("remove", name))
+
+
+class FakeProxy:
+    def __init__(self, sup: FakeSupervisor) -> None:
+        self.supervisor = sup
+
+
+def test_apply_adds_replaces_and_removes_only_generated_programs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for sub in ("browsers", "snapshots"):
+        (run / sub / "carol").mkdir(parents=True)
+        (run / sub / "bob").mkdir(parents=True)
+    sup = FakeSupervisor(added=["browser-alice", "front-extra"], changed=["browser-bob", "broker"],
+                         removed=["browser-carol"])
+    out = apply.apply(FakeProxy(sup), run)
+    assert (out.started, out.replaced, out.stopped) == (
+        ["browser-alice"], ["browser-bob"], ["browser-carol"])
+    assert out.others == ["broker", "front-extra"] and out.errors == []
+    assert sup.calls == [("add", "browser-alice"),
+                         ("stop", "browser-bob"), ("remove", "browser-bob"),
+                         ("add", "browser-bob"),
+                         ("stop", "browser-carol"), ("remove", "browser-carol")]
+    # The removed profile's browser data and snapshots are gone; a replaced one keeps its own.
+    assert not (run / "browsers" / "carol").exists() and not (run / "snapshots" / "carol").exists()
+    assert (run / "browsers" / "bob").is_dir()
+
+
+def test_apply_reports_a_fault_and_goes_on(tmp_path: Path) -> None:
+    import xmlrpc.client
+
+    class Failing(FakeSupervisor):
+        def addProcessGroup(self, name: str) -> None:
+            if name == "browser-a":
+                raise xmlrpc.client.Fault(10, "BAD_NAME: browser-a")
+            super().addProcessGroup(name)
+
+        def stopProcessGroup(self, name: str, wait: bool) -> None:
+            raise xmlrpc.client.Fault(70, "NOT_RUNNING")  # already stopped: not an error
+
+    sup = Failing(added=["browser-a", "browser-b"], changed=[], removed=["browser-c"])
+    out = apply.apply(FakeProxy(sup), tmp_path)
+    assert out.started == ["browser-b"] and out.stopped == ["browser-c"]
+    assert out.errors == ["browser-a: BAD_NAME: browser-a"]
+    assert ("remove", "browser-c") in sup.calls
+
+
+def _spawn_orphaned_browser(tag: str) -> tuple[int, int]:
+    """A worker that started a 'browser' (its own process group, with a child, tagged like the
+    real one), then got SIGKILL: returns the browser's pid and its child's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bpool.worker import procs
+
+    code = (
+        "import os, subprocess, sys, time\n"
+        "b = subprocess.Popen([sys.executable, '-c', 'import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, \"-c\", \"import time; time.sleep(600)\"]); "
+        "print(c.pid, flush=True); time.sleep(600)'], start_new_session=True, "
+        "stdout=subprocess.PIPE, text=True)\n"
+        "print(b.pid, b.stdout.readline().strip(), flush=True)\n"
+        "time.sleep(600)\n")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, procs.OWNER_ENV: tag})
+    assert worker.stdout is not None
+    with worker.stdout:
+        browser, child = map(int, worker.stdout.readline().split())
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(30)
+    return browser, child
+
+
+def test_reap_browsers_kills_what_a_sigkilled_worker_left(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from bpool.worker import procs
+
+    run = tmp_path / "run"
+    (run / "browsers").mkdir(parents=True)
+    mine = _spawn_orphaned_browser(str(run.resolve() / "browsers" / "alice"))
+    other = _spawn_orphaned_browser(str(run.resolve() / "browsers" / "bob"))
+    try:
+        assert all(procs.alive(p) for p in (*mine, *other))  # the SIGKILL left them behind
+        apply.reap_browsers(run, "browser-alice")
+        deadline = time.monotonic() + 30
+        while any(procs.alive(p) for p in mine):
+            assert time.monotonic() < deadline, "alice's browser survived"
+            time.sleep(0.05)
+        assert all(procs.alive(p) for p in other)  # another profile's browser is left alone
+        apply.reap_browsers(run, "sim")  # not a browser program: nothing to reap
+        assert all(procs.alive(p) for p in other)
+    finally:
+        for p in (*mine, *other):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass

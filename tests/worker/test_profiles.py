@@ -76,6 +76,8 @@ def test_valid_profile_loads_with_id_from_stem(tmp_path, caplog):
         (json.dumps(state(cookies=[])).encode(), "has no cookies"),
         (json.dumps({"cookies": [{"name": "", "value": SECRET, "domain": "x"}]}).encode(),
          "empty name or domain"),
+        (json.dumps({"cookies": [{"name": "SID", "value": SECRET, "domain": ""}]}).encode(),
+         "empty name or domain"),
     ],
 )
 def test_bad_files_give_a_clear_reason_without_values(tmp_path, content, reason):
