@@ -149,3 +149,14 @@ async def _count(locator, n: int) -> bool:
 
 async def _has(locator, text: str) -> bool:
     return await locator.count() > 0 and text in await locator.inner_text()
+
+
+def test_the_request_rate_is_per_minute_over_the_last_minute_and_restarts_with_the_broker() -> None:
+    from bpool.front.pool_page import RateMeter
+
+    m = RateMeter(window_s=60.0)
+    assert m.add(0.0, "b1", 100) is None  # one sample says nothing yet
+    assert m.add(30.0, "b1", 130) == 60.0  # 30 requests in 30 s
+    assert m.add(90.0, "b1", 130) == 0.0  # the burst is more than a minute old: forgotten
+    assert m.add(91.0, "b2", 3) is None  # a new broker counts from zero: start over
+    assert m.add(101.0, "b2", 13) == 60.0
