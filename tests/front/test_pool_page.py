@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,24 @@ def workers(now: float) -> dict[str, list[str]]:
         "bob": [*base, "--cookie-expires-at", str(now + 90 * DAY)],
         "carol": [*base, "--rate-limited-after", "0", "--cooldown-s", "600"],
     }
+
+
+def png(width: int = 4, height: int = 3) -> bytes:
+    """A small valid PNG (grey), standing in for a worker's snapshot of a failed step."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def put_snapshot(pool: Pool, profile: str, stem: str) -> bytes:
+    d = pool.run_dir / "snapshots" / profile
+    d.mkdir(parents=True, exist_ok=True)
+    body = png()
+    (d / f"{stem}.png").write_bytes(body)
+    return body
 
 
 async def data(http: aiohttp.ClientSession, pool: Pool) -> dict[str, Any]:
@@ -79,6 +99,14 @@ async def test_the_page_is_public_its_data_needs_the_key_and_carries_the_login_f
     async with http.get(f"{pool.base_url}/health", headers=AUTH) as resp:
         health = {w["profile_id"]: w for w in (await resp.json())["workers"]}
     assert health["bob"]["cookie_expires_at"] == by_name["bob"]["cookie_expires_at"]
+    shot = put_snapshot(pool, "carol", "20260101-120000-parse")
+    async with http.get(f"{pool.base_url}/pool/snapshot/carol") as resp:
+        assert resp.status == 401  # a snapshot shows the account and the prompt
+    async with http.get(f"{pool.base_url}/pool/snapshot/carol", headers=AUTH) as resp:
+        assert resp.status == 200 and resp.content_type == "image/png"
+        assert await resp.read() == shot
+    async with http.get(f"{pool.base_url}/pool/snapshot/..%2Fcarol", headers=AUTH) as resp:
+        assert resp.status == 404
     async with http.get(f"{pool.base_url}/metrics", headers=AUTH) as resp:
         text = await resp.text()
     assert f'bpool_worker_cookie_expiry_timestamp_seconds{{profile="alice"}} ' in text
@@ -121,6 +149,17 @@ async def test_the_page_follows_the_pool_without_a_reload(
             cool = row["carol"].locator("td.cooldowns")
             await until(lambda: _has(cool, "left"), "carol's cool-down on the page")
             assert "9m" in await cool.inner_text()  # 600 s, counting down
+
+            # Her last error, and the snapshot a worker saved, fetched with the key.
+            put_snapshot(pool, "carol", "20260101-120000-parse")
+            show = row["carol"].locator("td.error button")
+            await until(lambda: _has(show, "20260101-120000-parse"), "the snapshot button")
+            assert "rate_limited" in await row["carol"].locator("td.error").inner_text()
+            await show.click()
+            img = row["carol"].locator("td.error img")
+            await until(lambda: _count(img, 1), "the snapshot on the page")
+            await until(lambda: img.evaluate("i => i.complete && i.naturalWidth === 4"),
+                        "the snapshot image decoded")
 
             # A worker dies: the broker forgets it, the page marks it gone.
             pool.kill("worker-bob")

@@ -12,6 +12,7 @@ const WEEK_S = 7 * 86400;
 let last = null;        // the last good reply
 let fetchedAt = 0;      // Date.now() when it arrived: countdowns run on from there
 const seen = new Set(); // profiles seen since the page opened: a vanished one shows as gone
+const shots = new Map(); // "profile/snapshot" -> object URL of a snapshot the user opened
 
 const $ = (id) => document.getElementById(id);
 
@@ -79,10 +80,44 @@ function row(w, elapsed) {
   );
   const err = cell(COLUMNS[6], w.last_error || "–");
   err.className = "error";
+  if (w.snapshot) err.firstChild.append(snapshotControl(w.profile_id, w.snapshot));
   tr.append(err);
   tr.querySelector("td:nth-child(2)").classList.add("state-cell");
   tr.querySelector("td:nth-child(3)").classList.add("cooldowns");
   return tr;
+}
+
+function authHeaders() {
+  const key = localStorage.getItem(KEY_STORE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+// The newest page snapshot of a profile, fetched with the key (an <img> could not send it).
+function snapshotControl(profile, name) {
+  const box = el("div", null, "snapshot");
+  const url = shots.get(`${profile}/${name}`);
+  if (url) {
+    const img = el("img");
+    img.src = url;
+    img.alt = `snapshot ${name}`;
+    box.append(img);
+    return box;
+  }
+  const button = el("button", `show snapshot ${name}`);
+  button.type = "button";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const resp = await fetch(`/pool/snapshot/${encodeURIComponent(profile)}`,
+                             { headers: authHeaders(), cache: "no-store" });
+    if (!resp.ok) {
+      button.textContent = `snapshot unavailable (${resp.status})`;
+      return;
+    }
+    shots.set(`${profile}/${name}`, URL.createObjectURL(await resp.blob()));
+    render();
+  });
+  box.append(button);
+  return box;
 }
 
 function render() {
@@ -111,9 +146,8 @@ function problem(text) {
 
 async function poll() {
   const key = localStorage.getItem(KEY_STORE);
-  const headers = key ? { Authorization: `Bearer ${key}` } : {};
   try {
-    const resp = await fetch("/pool/data", { headers, cache: "no-store" });
+    const resp = await fetch("/pool/data", { headers: authHeaders(), cache: "no-store" });
     if (resp.status === 401) {
       $("keyform").hidden = false;
       problem(key ? "That API key was refused." : "This pool needs an API key to show its state.");
