@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 from bpool import config
-from bpool.worker.profiles import GOOGLE_SESSION_COOKIES
+from bpool.worker.profiles import GOOGLE_SESSION_COOKIES, ProfileError, load_profile
 
 log = logging.getLogger("bpool.refresh")
 
@@ -97,10 +97,20 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 class CookieFile:
     """One profile's cookie file, as this worker loaded it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, loaded: Any = None) -> None:
+        """`loaded`: the storage state the worker started with; a file that no longer holds it
+        was replaced while the browser started (a swap), and is never written."""
         self.path = path
         self.backup = path.with_name(path.name + ".bak")
         self.stamp = _stamp(path)
+        if loaded is not None and not self._holds(loaded):
+            self.stamp = None  # no stamp matches an existing file: every save says "replaced"
+
+    def _holds(self, loaded: Any) -> bool:
+        try:
+            return load_profile(self.path).state == loaded
+        except ProfileError:
+            return False
 
     def save(self, state: dict[str, Any]) -> SaveResult:
         if not session_cookies(state):
@@ -108,10 +118,9 @@ class CookieFile:
         with profile_lock(self.path, wait=False) as got:
             if not got:
                 return "busy"
-            if _stamp(self.path) != self.stamp:
-                return "replaced"
-            if self.path.exists():
-                write_private(self.backup, self.path.read_bytes())
+            if self.stamp is None or _stamp(self.path) != self.stamp:
+                return "replaced"  # or removed: a removed profile must not come back
+            write_private(self.backup, self.path.read_bytes())
             write_private(self.path, json.dumps(state, indent=1).encode())
             self.stamp = _stamp(self.path)
         return "saved"
@@ -199,6 +208,6 @@ def start(context: Any, profile: Any, backend: Any) -> LoginKeeper:
     def usable() -> bool:
         return getattr(backend.unusable, "kind", None) != "logged_out"
 
-    return LoginKeeper(context, CookieFile(Path(profile.path)),
+    return LoginKeeper(context, CookieFile(Path(profile.path), profile.state),
                        config.value("BPOOL_COOKIE_REFRESH_S"), on_expiry, profile.id,
                        usable).start()

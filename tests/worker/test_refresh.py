@@ -15,7 +15,8 @@ from aiohttp import web
 from playwright.async_api import async_playwright
 
 from bpool.worker import refresh
-from bpool.worker.refresh import CookieFile, LoginKeeper, earliest_expiry, profile_lock
+from bpool.worker.profiles import load_profile
+from bpool.worker.refresh import CookieFile, earliest_expiry, profile_lock
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
@@ -82,6 +83,19 @@ def test_no_save_while_the_lock_is_held_or_after_the_file_was_swapped(tmp_path: 
     assert not (tmp_path / "alice.json.bak").exists()
 
 
+def test_a_file_swapped_or_removed_before_the_worker_got_going_is_never_written(
+        tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    write(path, state(cookie("SID", "loaded", 1000.0)))
+    loaded = load_profile(path).state
+    write(path, state(cookie("SID", "swapped-in", 9000.0)))  # while the browser was starting
+    assert CookieFile(path, loaded).save(state(cookie("SID", "old-login", 2000.0))) == "replaced"
+    assert json.loads(path.read_text())["cookies"][0]["value"] == "swapped-in"
+    path.unlink()  # the profile was removed: saving must not bring it back
+    assert CookieFile(path).save(state(cookie("SID", "old-login", 2000.0))) == "replaced"
+    assert not path.exists()
+
+
 def test_a_state_without_session_cookies_never_overwrites_the_file(tmp_path: Path) -> None:
     path = tmp_path / "alice.json"
     write(path, state(cookie("SID", "good", 1000.0)))
@@ -92,14 +106,6 @@ def test_a_state_without_session_cookies_never_overwrites_the_file(tmp_path: Pat
 class Backend:
     unusable = None
     cookie_expires_at: float | None = None
-
-
-class Profile:
-    def __init__(self, path: Path) -> None:
-        self.id, self.path = "alice", path
-
-    def storage_state(self) -> dict:
-        return json.loads(self.path.read_text())
 
 
 async def poll(check, what: str, timeout_s: float = 20.0):
@@ -142,7 +148,7 @@ async def test_a_cookie_the_site_rotates_reaches_the_file_periodically_and_at_cl
                                                env={**os.environ, "HOME": str(home)})
             try:
                 ctx = await browser.new_context(storage_state=first)
-                backend, profile = Backend(), Profile(path)
+                backend, profile = Backend(), load_profile(path)
                 keeper = refresh.start(ctx, profile, backend)
                 assert backend.cookie_expires_at == now + 2 * DAY  # from the loaded file
                 page = await ctx.new_page()
