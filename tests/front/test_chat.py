@@ -346,3 +346,23 @@ async def test_a_streamed_job_that_outlives_the_job_timeout_ends_with_an_error_e
     assert "[DONE]" not in events
     assert events[-1]["error"]["code"] == "timeout"
     assert (await scripted_broker.expect(Cancel, timeout_s=WAIT_S)).job_id == sub.job_id
+
+
+async def test_undecodable_broker_frames_are_counted_and_dropped(
+    front: Any, scripted_broker: ScriptedBroker
+) -> None:
+    link = front.server.app[LINK]
+    call = asyncio.create_task(front.post("/v1/chat/completions", json=chat_body()))
+    sub = await scripted_broker.expect(Submit)
+    assert scripted_broker.front is not None
+    for junk in (b"\xff\x00junk", b"", scripted_broker.enc.encode({"not": "a message"})):
+        scripted_broker.sock.send_multipart([scripted_broker.front, junk])
+    await until(lambda: link.counters["bad_frames"] == 3, "three bad frames counted")
+    # The link carries on: the job still completes.
+    scripted_broker.send(Assigned(sub.job_id, "alice"))
+    scripted_broker.send(Chunk(sub.job_id, 0, content="fine"))
+    scripted_broker.send(Done(sub.job_id))
+    resp = await asyncio.wait_for(call, WAIT_S)
+    assert resp.status == 200
+    assert (await resp.json())["choices"][0]["message"]["content"] == "fine"
+    assert link.counters["bad_frames"] == 3

@@ -4,6 +4,7 @@ rate-limited account. The service must keep answering (heartbeats 0.5 s x 3 in t
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -157,3 +158,27 @@ async def test_a_second_sigterm_stops_a_draining_worker_at_once(
         assert pool["worker-a"].returncode == 128 + signal.SIGTERM
     finally:
         pending.cancel()
+
+
+async def test_sigterm_to_the_front_lets_open_responses_finish(
+        make_pool: PoolFactory, http: aiohttp.ClientSession) -> None:
+    """The front stops taking requests on SIGTERM but drains the open ones (within
+    BPOOL_DRAIN_TIMEOUT_S), then exits 0."""
+    import signal
+
+    pool = make_pool(["a"], worker_args=["--chunks", "15", "--chunk-interval-s", "0.2"],
+                     front_env={"BPOOL_DRAIN_TIMEOUT_S": "120"})
+    async with http.post(pool.api_url + "/chat/completions",
+                         json=chat_body("see it through", stream=True)) as resp:
+        assert resp.status == 200, await resp.text()
+        first = await resp.content.readline()  # the answer is under way
+        pool.signal("front", signal.SIGTERM)
+        rest = await asyncio.wait_for(resp.content.read(), DETECT_S)
+    events = [line[6:] for line in (first + rest).decode().splitlines()
+              if line.startswith("data: ")]
+    assert events[-1] == "[DONE]", events[-3:]
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
+                   for e in events[:-1] if json.loads(e).get("choices"))
+    assert text.endswith("see it through"), text
+    await pool.await_until(lambda: not pool["front"].alive(), DETECT_S, "the front to exit")
+    assert pool["front"].returncode == 0
