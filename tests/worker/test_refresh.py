@@ -221,3 +221,71 @@ async def test_a_new_expiry_reaches_the_broker_without_registering_again(tmp_pat
         stop.set()
         await asyncio.wait_for(task, 10)
         sock.close(linger=0)
+
+
+async def test_a_browser_worker_saves_its_login_when_it_stops_cleanly(tmp_path: Path) -> None:
+    """The whole worker (python -m bpool.browser_proc, real Chromium) against the simulator:
+    Ready names the file's first session-cookie expiry, and SIGTERM leaves the browser's
+    login in the file, the previous one in NAME.json.bak."""
+    import signal
+    import subprocess
+    import sys
+
+    import zmq
+    import zmq.asyncio
+
+    from bpool import config, protocol as p
+    from bpool.config import REPO_ROOT
+    from bpool.sim import cli as sim_cli
+    from bpool.sim.knobs import Knobs
+    from bpool.sim.server import ThreadedSim
+    from bpool.sim.settings import SimSettings
+    from bpool.worker import procs
+
+    cookies, run_dir = tmp_path / "cookies", tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    assert sim_cli.main(["make-profiles", "--dir", str(tmp_path / "sim"), "--out", str(cookies),
+                         "--names", "alice"]) == 0
+    path = cookies / "alice.json"
+    before = json.loads(path.read_text())
+    quiet = Knobs().updated({"welcome_dialog": False, "cookie_bar": False, "got_it": False})
+    sock = zmq.asyncio.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(config.worker_endpoint(run_dir))
+    dec = p.decoder(p.WorkerToBroker)
+    with ThreadedSim(SimSettings(port=0, dir=tmp_path / "sim", knobs=quiet)) as sim:
+        env = {**os.environ, "BPOOL_RUN_DIR": str(run_dir), "BPOOL_STUDIO_URL": sim.url,
+               "BPOOL_BROWSER": "chromium", "BPOOL_HEARTBEAT_INTERVAL_S": "0.5",
+               "BPOOL_HEARTBEAT_LIVENESS": "100", "HOME": str(tmp_path)}
+        proc = subprocess.Popen([sys.executable, "-m", "bpool.browser_proc", "--profile", str(path)],
+                                env=env, cwd=REPO_ROOT, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            async def next_message(kind: type, timeout_s: float):
+                deadline = time.monotonic() + timeout_s
+                while True:
+                    left = deadline - time.monotonic()
+                    assert left > 0, f"no {kind.__name__} from the worker in time"
+                    _, frame = await asyncio.wait_for(sock.recv_multipart(), left)
+                    if isinstance(msg := dec.decode(frame), kind):
+                        return msg
+
+            ready = await next_message(p.Ready, 120)
+            assert ready.cookie_expires_at == earliest_expiry(before)
+            proc.send_signal(signal.SIGTERM)
+            await next_message(p.Goodbye, 60)
+            assert await asyncio.wait_for(asyncio.to_thread(proc.wait), 60) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            sock.close(linger=0)
+            for tag_dir in (run_dir / "browsers").glob("*"):
+                procs.kill_tagged(str(tag_dir))
+    after = json.loads(path.read_text())
+    assert json.loads((cookies / "alice.json.bak").read_text()) == before
+    assert mode(path) == mode(cookies / "alice.json.bak") == 0o600
+    sid = {c["name"]: c["value"] for c in after["cookies"]}["SID"]
+    assert sid == {c["name"]: c["value"] for c in before["cookies"]}["SID"]
+    # What only the running browser had: the page's own storage, saved with the login.
+    assert any(o["localStorage"] for o in after["origins"])
