@@ -18,7 +18,6 @@ from bpool.front.answers import (Answering, Calls, Delta, End, answer, read_body
                                  stream_headers, write)
 from bpool.front.attachments import attach
 from bpool.front.appstate import REQUEST_ID, SETTINGS
-from bpool.front.attachments import attach
 from bpool.front.errors import ApiError, error_body
 from bpool.front.plan import make_plan
 from bpool.front.schema import (ChatRequest, chunk_json, completion_json, json_rule,

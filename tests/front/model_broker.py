@@ -14,7 +14,7 @@ from bpool.protocol import Assigned, Chunk, Done, JobSpec, Submit, Usage
 from bpool.sim.instructed import instructed_answer
 from bpool.studio.prompt import render_prompt
 from conftest import ScriptedBroker
-from front_server import Front, start_front
+from front_server import start_front
 
 Reply = Callable[[JobSpec], tuple[str, str]]
 
@@ -58,7 +58,9 @@ class ModelBroker:
 @pytest.fixture
 async def model(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     broker = ScriptedBroker(f"ipc://{tmp_path}/front.sock")
-    front = await start_front(tmp_path, broker, **getattr(request, "param", {}))
+    # Generous liveness: these tests are about formats, not about a slow loaded machine.
+    kw = {"heartbeat_interval_s": 0.5, "heartbeat_liveness": 20, **getattr(request, "param", {})}
+    front = await start_front(tmp_path, broker, **kw)
     mb = ModelBroker(broker)
     mb.front = front  # type: ignore[attr-defined]
     try:

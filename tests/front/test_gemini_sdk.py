@@ -87,7 +87,27 @@ async def test_bad_input_in_gemini_shape(model: ModelBroker) -> None:
                 model="gemini-x", contents="x",
                 config=types.GenerateContentConfig(candidate_count=3))
     assert info.value.code == 400 and info.value.status == "INVALID_ARGUMENT"
+    async with client(model) as c:
+        with pytest.raises(errors.ClientError) as info:
+            await c.models.generate_content(
+                model="gemini-x", contents="x", config=types.GenerateContentConfig(
+                    tools=[types.Tool(google_search=types.GoogleSearch())]))
+    assert info.value.code == 400 and "only functionDeclarations" in info.value.message
     assert not model.specs
+
+
+async def test_stream_without_sse_is_one_json_array(model: ModelBroker) -> None:
+    url = model.front.url + "/v1beta/models/gemini-x:streamGenerateContent"  # type: ignore
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=body) as resp:
+            data: Any = await resp.json()
+        async with http.post(url.replace("streamGenerateContent", "countTokens"),
+                             json=body) as resp:
+            unknown: Any = await resp.json()
+    assert isinstance(data, list) and len(data) == 1
+    assert data[0]["candidates"][0]["content"]["parts"] == [{"text": "echo: hi"}]
+    assert unknown["error"]["status"] == "NOT_FOUND" and resp.status == 404
 
 
 @pytest.mark.parametrize("model", [{"api_keys": ("sk-right",)}], indirect=True)

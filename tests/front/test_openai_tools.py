@@ -56,7 +56,7 @@ async def test_two_step_tool_loop(model: ModelBroker) -> None:
     # call in the tool_call format, the result naming its call.
     asked = prompt_of(model.specs[1])
     assert '"name": "get_weather"' in asked and "Call a tool when you need one" in asked
-    assert f"```tool_call\n{{\"name\": \"get_weather\"" in asked
+    assert "```tool_call\n{\"name\": \"get_weather\"" in asked
     assert f"Result of the tool call `get_weather` (call {call.id}):\n18 C, sunny" in asked
 
 
