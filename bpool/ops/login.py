@@ -137,7 +137,12 @@ async def sign_in(s: LoginSettings, human: Human | None = None, say: Say = print
                                  f"{str(exc).strip().splitlines()[0]}") from None
             try:
                 page = context.pages[0] if context.pages else await context.new_page()
-                await page.goto(s.studio_url.rstrip("/") + STUDIO.new_chat_path)
+                url = s.studio_url.rstrip("/") + STUDIO.new_chat_path
+                try:
+                    await page.goto(url)
+                except Exception as exc:  # the site is unreachable: nothing to sign in to
+                    raise LoginError(f"could not open {url}: "
+                                     f"{str(exc).strip().splitlines()[0]}") from None
                 say(f"Sign in to the Google account for profile {s.name} in the browser window "
                     f"(waiting up to {s.timeout_s:.0f} s for AI Studio to open).")
                 acting = asyncio.ensure_future(human(page)) if human is not None else None
