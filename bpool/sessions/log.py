@@ -107,6 +107,13 @@ class SessionLog(abc.ABC):
     """Where sessions are recorded. `open()` before use (creates and migrates the schema),
     `close()` after; every method is a coroutine and never blocks the event loop."""
 
+    async def __aenter__(self) -> "SessionLog":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     @abc.abstractmethod
     async def open(self, migrate_to: int | None = None) -> None:
         """Connect, create the schema and migrate it (to `migrate_to`, for tests of older

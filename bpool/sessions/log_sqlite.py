@@ -20,6 +20,7 @@ from bpool.sessions.log import (COLUMNS, SCHEMA_VERSION_DDL, SessionLog, Session
                                 check_limit, pending_migrations, record_from_row, row_of)
 
 T = TypeVar("T")
+BUSY_TIMEOUT_S = 10.0
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM sessions"
 
 
@@ -60,9 +61,23 @@ class SqliteSessionLog(SessionLog):
         if self.path.stat().st_mode & 0o077:
             self.path.chmod(0o600)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA busy_timeout = 10000")
-        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._wal()
         self._migrate(migrate_to)
+
+    def _wal(self) -> None:
+        # SQLite does not wait for a lock to change the journal mode: "database is locked" at
+        # once while another process holds one (a log opened by two processes at the same
+        # moment), so this waits here.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)  # on the log's own thread, not the event loop
 
     def _migrate(self, target: int | None) -> None:
         db = self.db

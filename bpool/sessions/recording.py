@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from bpool.sessions.recording_video import VideoRecorder
 
-__all__ = ["HarRecorder", "VideoRecorder", "REDACTED"]
+__all__ = ["HAR_EVENTS", "HarRecorder", "VideoRecorder", "REDACTED"]
 
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"cookie", "set-cookie", "authorization", "proxy-authorization"})
@@ -286,3 +286,5 @@ _HANDLERS = {
     "Page.domContentEventFired": lambda self, p: self._page_event(p, "on_content_load"),
     "Page.loadEventFired": lambda self, p: self._page_event(p, "on_load"),
 }
+# What a HarRecorder reads: the CDP events to pass to `feed` (after Network.enable and Page.enable).
+HAR_EVENTS: tuple[str, ...] = tuple(_HANDLERS)

@@ -67,8 +67,7 @@ async def test_a_session_from_creation_to_its_end_survives_reopening(backend: Ba
                             recording="file:recordings/s1/network.har")
     await log.close()
 
-    log = await opened(backend)
-    try:
+    async with backend.make() as log:
         got = await log.get("s1")
         assert got == SessionRecord(
             id="s1", key_id=key_id_of("sk-client"), host="host-a", profile="alice",
@@ -77,8 +76,6 @@ async def test_a_session_from_creation_to_its_end_survives_reopening(backend: Ba
             recording="file:recordings/s1/network.har")
         assert await log.get("nope") is None
         assert not await log.update("nope", state="ended")
-    finally:
-        await log.close()
 
 
 async def test_list_is_newest_first_and_filters_by_state(backend: Backend) -> None:
@@ -149,6 +146,24 @@ async def test_processes_opening_at_once_migrate_once(backend: Backend) -> None:
         await asyncio.gather(*(log.close() for log in logs))
     versions = await backend.raw("SELECT version FROM schema_version ORDER BY version")
     assert [v[0] for v in versions] == [m[0] for m in MIGRATIONS]
+
+
+async def test_a_new_sqlite_log_waits_for_a_lock_held_elsewhere(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    other = sqlite3.connect(run_dir / SQLITE_FILE, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process, mid-write, before any WAL switch
+    log = open_log(run_dir, None)
+    task = asyncio.create_task(log.open())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        assert not done, f"open() did not wait for the lock: {task.exception()!r}"
+        other.execute("COMMIT")
+        await asyncio.wait_for(task, 30)
+        assert await log.schema_version() == LATEST_VERSION
+    finally:
+        other.close()
+        await log.close()
 
 
 async def test_a_schema_from_a_newer_bpool_is_refused(backend: Backend) -> None:

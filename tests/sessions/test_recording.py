@@ -19,7 +19,7 @@ from aiohttp import web
 from playwright.async_api import async_playwright
 
 from bpool.sessions import recording_video
-from bpool.sessions.recording import REDACTED, HarRecorder, VideoRecorder
+from bpool.sessions.recording import HAR_EVENTS, REDACTED, HarRecorder, VideoRecorder
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -130,7 +130,8 @@ async def test_a_real_chromium_session_gives_a_har_and_a_video(site: str, tmp_pa
         try:
             page = ctx.pages[0] if ctx.pages else await ctx.new_page()
             cdp = await ctx.new_cdp_session(page)
-            for method in NETWORK_EVENTS:
+            assert set(NETWORK_EVENTS) <= set(HAR_EVENTS)
+            for method in HAR_EVENTS:
                 cdp.on(method, lambda params, m=method: har.feed(m, params))
 
             def frame(params: dict[str, Any]) -> None:
