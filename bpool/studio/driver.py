@@ -31,6 +31,7 @@ from bpool.studio.outcomes import BrowserGone, StepError, location_problem, noti
 from bpool.studio.panel import RunSettings
 from bpool.studio.popups import NEEDS_CONSENT, Popups, consent_error, prefs_init_script
 from bpool.studio.prompt import render_prompt
+from bpool.studio.reset import PageReset
 from bpool.studio.steps import DriverSettings, Steps
 from bpool.studio.stream_parser import parse_models
 from bpool.studio.table import STUDIO, StudioTable
@@ -74,6 +75,7 @@ class StudioDriver:
             "panel": self.panel.args["panel"], "panelClose": list(table.panel_close),
             **self.popups.args, **temp_args(self.x),
         }
+        self.resetter = PageReset(self.x, self._probe_args, self.panel, self.temporary)
 
     @property
     def page(self) -> Any:
@@ -373,14 +375,14 @@ class StudioDriver:
 
     async def _reset(self) -> None:
         try:
-            # Stop (if it is generating) and New chat, in one go.
-            clicked = await self.x.js("reset", page_js.CLICK_EACH,
-                                      [self.t.stop_button, self.t.new_chat_button])
-            if clicked[1]:
-                # Short polls: this sits between a finished answer and the next job.
-                probe = await self.x.until("reset", "New chat did not give an empty chat",
-                                           self._empty_chat, 5.0)
-                await self._settle("reset", probe, loaded=False)
+            # Stop, New chat, the empty chat, temporary chat and Search: one page script.
+            done = await self.resetter.run(self.model)
+            if done is not None:
+                probe, settled = done
+                if probe.get("consent"):
+                    raise consent_error("reset", self.profile)
+                if not settled:
+                    await self._settle("reset", probe, loaded=False)
                 return
             log.info("no New chat button; reloading the new-chat page")
         except StepError as exc:
@@ -391,14 +393,3 @@ class StudioDriver:
         probe = await self._wait_ready("reset")
         await self._check_tap()
         await self._settle("reset", probe)
-
-    async def _empty_chat(self) -> dict | None:
-        probe = await self.x.js("reset", page_js.AFTER_NEW_CHAT, {
-            "s": self._probe_args, "dialog": self.t.dialog, "label": self.t.discard_label})
-        if probe is None:  # it confirmed discarding the chat
-            return None
-        if probe.get("consent"):
-            raise consent_error("reset", self.profile)
-        if probe.get("ready") and not probe.get("turns") and not probe.get("promptLength"):
-            return probe
-        return None

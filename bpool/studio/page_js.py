@@ -163,11 +163,6 @@ CLICK_FIRST = _fn("sels", """
 
 ANY_VISIBLE = _fn("sels", "return !!firstVis(sels);")
 
-# Clicks every selector that matches (in order); which ones it clicked.
-CLICK_EACH = _fn("sels", """
-  return sels.map((sel) => { const el = q(sel); if (el) el.click(); return !!el; });
-""")
-
 # Clicks the first visible candidate, then says whether any candidate still shows (a control
 # the page removes at once needs no second look).
 CLICK_GONE = _fn("sels", """
@@ -323,14 +318,4 @@ FILL_PROMPT = _fn("{sels, value, wrapper, run, check, temporary}", _PROBE + _RUN
     return {probe: p, filled: true, ok: el.value === value, run: runState(run)};
   }
   return {probe: p, filled: true, ok: false, run: runState(run)};
-""")
-
-# After New chat: confirms "Discard and continue" if the dialog asks (null), else the probe.
-AFTER_NEW_CHAT = _fn("{s, dialog, label}", _PROBE + """
-  for (const d of qa(dialog)) {
-    for (const b of d.querySelectorAll('button')) {
-      if (text(b).includes(label)) { b.click(); return null; }
-    }
-  }
-  return probe(s);
 """)
