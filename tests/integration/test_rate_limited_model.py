@@ -66,10 +66,11 @@ async def test_a_rate_limit_rests_one_model_and_survives_a_broker_restart(
     # "ok" comes back with a quota of its own for A, shorter than lim's: every account for A
     # rests, and the client is told at once when the first one is back.
     pool.kill("worker-ok")
-    pool.start_fake_worker("ok", "--record", str(pool.base_dir / "jobs.jsonl"), *MODELS,
-                           "--rate-limited-model", A, "--cooldown-s", "120")
-    await pool.await_health(lambda b: pool.worker_states(b).get("ok") == "idle"
-                            and len(b["workers"]) == 2, what="ok registered again")
+    pid = pool.start_fake_worker("ok", "--record", str(pool.base_dir / "jobs.jsonl"), *MODELS,
+                                 "--rate-limited-model", A, "--cooldown-s", "120").pid
+    await pool.await_health(lambda b: [(w["pid"], w["state"]) for w in b["workers"]
+                                       if w["profile_id"] == "ok"] == [(pid, "idle")],
+                            what="the new ok registered, the old one gone")
     err = await refused(pool, A)
     assert err.code == "rate_limited" and err.response.headers["Retry-After"] == "120"
     err = await refused(pool, A)  # nobody tried this time: a 429 straight from the broker
