@@ -53,6 +53,7 @@ class ToolIn(msgspec.Struct):
 class ToolChoiceIn(msgspec.Struct):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
+    disable_parallel_tool_use: bool | None = None
 
 
 class Thinking(msgspec.Struct):
@@ -166,15 +167,16 @@ def _tool_rule(req: MessagesRequest) -> ToolRule | None:
         if t.input_schema is not None and (problem := structured.schema_problem(t.input_schema)):
             raise ApiError(400, f"tools.{i}.input_schema: {problem}")
         declared.append(Tool(t.name, t.description or "", t.input_schema or {}))
+    single = bool(choice and choice.disable_parallel_tool_use)
     if choice is None or choice.type == "auto":
-        return ToolRule(tuple(declared), "auto")
+        return ToolRule(tuple(declared), "auto", None, single)
     if choice.type == "none":
         return ToolRule(tuple(declared), "none")
     if choice.type == "any":
-        return ToolRule(tuple(declared), "required")
+        return ToolRule(tuple(declared), "required", None, single)
     if not any(d.name == choice.name for d in declared):
         raise ApiError(400, f"tool_choice.name: '{choice.name}' is not one of the tools")
-    return ToolRule(tuple(declared), "required", choice.name)
+    return ToolRule(tuple(declared), "required", choice.name, single)
 
 
 def _effort(thinking: Thinking | None) -> str | None:

@@ -264,15 +264,16 @@ def tool_rule(req: ChatRequest) -> ToolRule | None:
             raise ApiError(400, f"The function '{f.name}' is declared twice",
                            param=f"tools[{i}].function.name", code="invalid_value")
         declared.append(Tool(f.name, f.description or "", f.parameters or {}, bool(f.strict)))
+    single = req.parallel_tool_calls is False
     if isinstance(choice, NamedChoice):
         if not any(d.name == choice.function.name for d in declared):
             raise ApiError(400, f"'tool_choice' names '{choice.function.name}', which is not in "
                            "'tools'", param="tool_choice.function.name", code="invalid_value")
-        return ToolRule(tuple(declared), "required", choice.function.name)
+        return ToolRule(tuple(declared), "required", choice.function.name, single)
     if choice not in (None, "none", "auto", "required"):
         raise ApiError(400, "'tool_choice' must be none, auto, required or a named function",
                        param="tool_choice", code="invalid_value")
-    return ToolRule(tuple(declared), choice or "auto")  # type: ignore[arg-type]
+    return ToolRule(tuple(declared), choice or "auto", None, single)  # type: ignore[arg-type]
 
 
 def json_rule(fmt: ResponseFormat | None) -> JsonRule | None:

@@ -57,6 +57,7 @@ class ToolRule:
     tools: tuple[Tool, ...]
     choice: Choice = "auto"
     forced: str | None = None  # a named tool the answer must call
+    single: bool = False  # at most one call (OpenAI parallel_tool_calls=false)
 
     @property
     def active(self) -> bool:
@@ -98,6 +99,8 @@ def instructions(rule: ToolRule) -> str:
                      f"tool_call block for `{rule.forced}` and nothing else.")
     elif rule.choice == "required":
         lines.append("Now you must call at least one tool: answer with tool_call blocks only.")
+    if rule.single:
+        lines.append("Call at most one tool in this answer: a single tool_call block.")
     else:
         lines.append("Call a tool when you need one; otherwise answer in plain text, with no "
                      "tool_call block.")
@@ -151,6 +154,8 @@ def parse(text: str, rule: ToolRule) -> list[ToolCall] | None:
         pos = m.end()
         while pos < len(s) and s[pos].isspace():
             pos += 1
+    if rule.single and len(calls) > 1:
+        raise AnswerInvalid(f"only one tool call was allowed, the answer made {len(calls)}")
     if rule.forced is not None and any(c.name != rule.forced for c in calls):
         raise AnswerInvalid(f"the tool `{rule.forced}` had to be called, and only it")
     return calls

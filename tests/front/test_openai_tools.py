@@ -64,6 +64,7 @@ async def test_streamed_tool_call_deltas(model: ModelBroker) -> None:
     async with client(model) as c:
         stream = await c.chat.completions.create(
             model="m", messages=USER, tools=[WEATHER, TIME], stream=True,
+            parallel_tool_calls=False,
             tool_choice={"type": "function", "function": {"name": "get_time"}})
         calls: dict[int, dict[str, str]] = {}
         reasons, content = [], []
@@ -83,6 +84,7 @@ async def test_streamed_tool_call_deltas(model: ModelBroker) -> None:
     assert calls[0]["id"].startswith("call_")
     assert json.loads(calls[0]["args"]) == {"zone": "xxxx"}
     assert "Now you must call the tool `get_time`" in prompt_of(model.specs[0])
+    assert "Call at most one tool" in prompt_of(model.specs[0])
 
 
 async def test_text_answer_with_tools_streams_as_text(model: ModelBroker) -> None:

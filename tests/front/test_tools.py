@@ -58,6 +58,14 @@ def test_a_named_choice_allows_only_that_tool() -> None:
     assert "must call the tool `echo`" in tools.instructions(rule)
 
 
+def test_one_call_only_when_parallel_calls_are_off() -> None:
+    two = f"{block('echo', {})}\n{block('echo', {})}"
+    assert len(tools.parse(two, AUTO) or []) == 2
+    with pytest.raises(AnswerInvalid, match="only one tool call was allowed"):
+        tools.parse(two, ToolRule((ADD, ECHO), single=True))
+    assert "at most one tool" in tools.instructions(ToolRule((ECHO,), single=True))
+
+
 @pytest.mark.parametrize("prefix, kind", [
     ("", None), ("  \n", None), ("``", None), ("```tool", None), ("```tool_call", "call"),
     ("```json", "text"), ("Sure", "text"), ("\n```tool_call\n{", "call"),
