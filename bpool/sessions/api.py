@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from pathlib import Path
@@ -34,6 +35,8 @@ from bpool.sessions.metrics import install_metrics
 from bpool.sessions.placement_shell import front_endpoint
 from bpool.sessions.store import CONTENT_TYPES, RecordingNotFound, open_store
 from bpool.sessions.relay import CLOSE_GOING_AWAY, Relays, relay
+
+log = logging.getLogger("bpool.front")
 
 SESSION_ID = re.compile(r"^s-[0-9a-f]{24}$")
 FIELDS = {"timeout_s", "idle_timeout_s", "record", "queue_s", "profile"}
@@ -151,8 +154,12 @@ async def create(request: web.Request) -> web.Response:
     reply = await _ask(request, lambda req: msgspec.structs.replace(ask, req=req),
                        ask.queue_s + s.start_timeout_s + 5)
     if reply.error is not None or reply.session is None:
+        log.info("session refused: %s %s", reply.error, reply.message)
         raise _reply_error(reply)
-    return json_response(public(request, reply.session), 201)
+    i = reply.session
+    log.info("session %s created on %s (timeout %g s, idle %g s, record %s, key %s)", i.id,
+             i.host, i.timeout_s, i.idle_timeout_s, i.record, i.key_id)
+    return json_response(public(request, i), 201)
 
 
 async def get_one(request: web.Request) -> web.Response:
@@ -185,6 +192,7 @@ async def delete(request: web.Request) -> web.Response:
     reply = await _ask(request, lambda req: sp.DeleteSession(req, sid))
     if reply.session is None:
         raise _reply_error(reply)
+    log.info("session %s deleted", sid)
     return json_response(public(request, reply.session))
 
 

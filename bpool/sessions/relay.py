@@ -90,6 +90,7 @@ async def relay(request: web.Request, info: sp.SessionInfo, relays: Relays,
                 log.warning("session %s: browser unreachable: %s", info.id, exc)
                 await client.close(code=CLOSE_RELAY_ERROR, message=b"browser unreachable")
             return client
+        log.info("session %s: client attached", info.id)
         async with browser:
             up = asyncio.create_task(_pump(client, browser, counter, "to_browser", relays))
             down = asyncio.create_task(_pump(browser, client, counter, "from_browser", relays))
@@ -113,6 +114,7 @@ async def relay(request: web.Request, info: sp.SessionInfo, relays: Relays,
                 await client.close(code=CLOSE_RELAY_ERROR, message=b"relay error")
         return client
     finally:
+        log.info("session %s: client detached (%s)", info.id, client.close_code)
         if counter.client is client:
             counter.client, counter.dirty = None, True
 
