@@ -218,6 +218,59 @@ async def test_large_prompt_round_trips(sim, open_page):
     assert sim.requests()[0]["prompt_chars"] == 100_000
 
 
+# ---------------------------------------------------------------------------- answer timeouts
+# Each limit is tested with the other two far out of reach, so the one that fired is known
+# (the message names the wait that ran out).
+
+LONG_S = 600.0
+
+
+async def test_a_page_that_never_answers_hits_the_first_chunk_timeout(sim, open_page):
+    page = await open_page("alice", first_chunk_timeout_s=3.0, idle_timeout_s=LONG_S,
+                           answer_timeout_s=LONG_S)
+    d = page.driver
+    await d.open()
+    sim.admin("fail", {"mode": "hang"})
+    rec = Recorder()
+    with pytest.raises(StepError) as ei:
+        await d.run(spec("anyone there?"), rec.emit, rec.on_submit)
+    assert (ei.value.kind, ei.value.step) == ("timeout", "read answer")
+    assert "no answer data for 3s" in str(ei.value)
+    assert rec.submitted_at is not None and rec.content == ""
+    assert sim.requests()[-1]["outcome"] == "hang"
+
+
+async def test_an_answer_that_stalls_hits_the_idle_timeout(sim, open_page):
+    sim.admin("config", {"first_token_s": 0, "tokens_per_s": 0.1})  # 10 s between chunks
+    page = await open_page("alice", first_chunk_timeout_s=LONG_S, idle_timeout_s=2.0,
+                           answer_timeout_s=LONG_S)
+    d = page.driver
+    await d.open()
+    rec = Recorder()
+    with pytest.raises(StepError) as ei:
+        await d.run(spec("take your time"), rec.emit, rec.on_submit)
+    assert (ei.value.kind, ei.value.step) == ("timeout", "read answer")
+    # "2s", not the first chunk's 600: the body had begun (its first chunk holds no text yet).
+    assert "no answer data for 2s" in str(ei.value)
+    assert not rec.content.endswith("take your time")
+
+
+async def test_an_answer_that_trickles_on_hits_the_total_timeout(sim, open_page):
+    sim.admin("config", {"first_token_s": 0, "tokens_per_s": 4})  # never idle for long
+    page = await open_page("alice", first_chunk_timeout_s=LONG_S, idle_timeout_s=LONG_S,
+                           answer_timeout_s=4.0)
+    d = page.driver
+    await d.open()
+    prompt = " ".join(f"word{i}" for i in range(400))  # an answer of many chunks
+    rec = Recorder()
+    with pytest.raises(StepError) as ei:
+        await d.run(spec(prompt), rec.emit, rec.on_submit)
+    assert (ei.value.kind, ei.value.step) == ("timeout", "read answer")
+    assert "no answer data for" in str(ei.value)
+    assert "600s" not in str(ei.value)  # the total's remainder, not a whole idle wait
+    assert len(rec.chunks) >= 2 and not rec.content.endswith(prompt)
+
+
 async def test_logged_out_profile_is_detected(sim, open_page):
     page = await open_page("ghost")
     with pytest.raises(StepError) as ei:
