@@ -152,7 +152,7 @@ async def create(request: web.Request) -> web.Response:
     key = presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
     ask = parse_create(await request.read(), s, key_id_of(key))
     reply = await _ask(request, lambda req: msgspec.structs.replace(ask, req=req),
-                       ask.queue_s + s.start_timeout_s + 5)
+                       ask.queue_s + s.start_timeout_s + 10)  # the placement's bound + 5 s
     if reply.error is not None or reply.session is None:
         log.info("session refused: %s %s", reply.error, reply.message)
         raise _reply_error(reply)

@@ -70,7 +70,11 @@ class Live:
 
 
 class PlacementCore:
-    def __init__(self, heartbeat_interval_s: float, heartbeat_liveness: int) -> None:
+    def __init__(self, heartbeat_interval_s: float, heartbeat_liveness: int,
+                 start_timeout_s: float = 60.0) -> None:
+        # A host gives up on a browser after its own start timeout and says so; past this
+        # (its own timeout plus a margin) it is taken not to answer at all.
+        self.start_limit_s = start_timeout_s + 5.0
         self.placement_id = os.urandom(6).hex()
         self.interval_s = heartbeat_interval_s
         self.dead_after_s = heartbeat_interval_s * heartbeat_liveness
@@ -99,6 +103,7 @@ class PlacementCore:
                 live.info = msgspec.structs.replace(live.info, state="ready", ws_url=url)
                 live.timing.state = "ready"
                 live.timing.last_activity = now
+                live.timing.start_deadline = None
                 out: list[Action] = [LogUpdate(sid, {"state": "ready", "host": host.host_id})]
                 if live.waiter is not None:
                     out.append(ToFront(live.waiter[0], sp.SessionReply(live.waiter[1], live.info)))
@@ -222,6 +227,7 @@ class PlacementCore:
         live.info = msgspec.structs.replace(live.info, state="starting", host=host.host_id)
         live.timing.state = "starting"
         live.timing.queue_deadline = None
+        live.timing.start_deadline = now + self.start_limit_s
         return [ToHost(host.identity, sp.StartSession(sid, live.info.record)),
                 LogUpdate(sid, {"state": "starting", "host": host.host_id})]
 

@@ -47,12 +47,14 @@ class PlacementSettings:
     ENV: ClassVar[dict[str, str]] = {
         "heartbeat_interval_s": "BPOOL_HEARTBEAT_INTERVAL_S",
         "heartbeat_liveness": "BPOOL_HEARTBEAT_LIVENESS", "tcp_endpoint": "BPOOL_SESSIONS_TCP",
+        "start_timeout_s": "BPOOL_SESSION_START_TIMEOUT_S",
     }
     hosts_endpoint: str
     front_endpoint: str
     run_dir: str
     heartbeat_interval_s: config.Positive = config.default("BPOOL_HEARTBEAT_INTERVAL_S")
     heartbeat_liveness: config.Count = config.default("BPOOL_HEARTBEAT_LIVENESS")
+    start_timeout_s: config.Positive = config.default("BPOOL_SESSION_START_TIMEOUT_S")
     tcp_endpoint: str = ""
     curve_dir: str = ""
 
@@ -136,7 +138,8 @@ async def serve(settings: PlacementSettings, stopping: threading.Event,
         server.apply(hosts)
         hosts.bind(settings.tcp_endpoint)
     fronts = _zmq.router(ctx, settings.front_endpoint)
-    core = PlacementCore(settings.heartbeat_interval_s, settings.heartbeat_liveness)
+    core = PlacementCore(settings.heartbeat_interval_s, settings.heartbeat_liveness,
+                         settings.start_timeout_s)
     book = open_book(Path(settings.run_dir))
     await book.open()
     shell = _Shell(core, hosts, fronts, book)

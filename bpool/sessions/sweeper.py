@@ -22,6 +22,7 @@ class Timing:
     last_activity: float  # last relayed frame, or the creation time: a client that never
     #                       connects is idle from the start
     queue_deadline: float | None = None  # only while queued
+    start_deadline: float | None = None  # only while starting: a host that never answers
 
 
 def due(sessions: Iterable[Timing], now: float) -> list[tuple[str, str]]:
@@ -37,6 +38,9 @@ def due(sessions: Iterable[Timing], now: float) -> list[tuple[str, str]]:
                 out.append((s.id, "queue_timeout"))
         elif now >= s.created_at + s.timeout_s:
             out.append((s.id, "timeout"))
+        elif s.state == "starting":
+            if s.start_deadline is not None and now >= s.start_deadline:
+                out.append((s.id, "start_failed"))
         elif s.state != "starting" and now >= s.last_activity + s.idle_timeout_s:
             out.append((s.id, "idle"))
     return out

@@ -146,3 +146,18 @@ def test_due_reasons() -> None:
     assert due([starting], 50) == []  # a browser still starting is not idle
     queued = Timing("q", "queued", 0, 100, 1, 0, queue_deadline=3)
     assert due([queued], 2.9) == [] and due([queued], 3) == [("q", "queue_timeout")]
+
+
+def test_a_host_that_never_answers_a_start_fails_it_and_frees_the_slot() -> None:
+    c = PlacementCore(1.0, 3, start_timeout_s=10.0)
+    ready(c, b"a", 1)
+    acts = create(c, req=5)
+    sid = next(a.msg.session_id for a in acts if isinstance(a, ToHost))
+    c.on_host(b"a", sp.HostBeat(), 14.0)  # alive, but the start is never answered
+    assert replies(c.tick(14.9)) == [] and c.get(sid).state == "starting"
+    acts = c.tick(15.0)  # its own start timeout (10 s) plus a margin
+    assert c.get(sid).end_reason == "start_failed"
+    (reply,) = replies(acts)
+    assert reply.req == 5 and reply.error == "start_failed"
+    assert sp.StopSession(sid, "start_failed") in [a.msg for a in acts if isinstance(a, ToHost)]
+    assert c.hosts[b"a"].free == 1
