@@ -4,13 +4,15 @@ every account for a model cools, their file and the usage rows (fake clock, no s
 from __future__ import annotations
 
 import json
+import random
 import stat
 
 import pytest
 
 from bpool.pool import cooldown_file
-from bpool.protocol import (AccountState, Done, ErrorInfo, Idle, JobFailed, Started, StatusQuery,
-                            Usage)
+from bpool.pool.core import SendFront, SendWorker
+from bpool.protocol import (AccountState, Assign, Done, ErrorInfo, Failed, Heartbeat, Idle,
+                            JobFailed, Started, StatusQuery, Usage)
 from test_core import Harness, assigns, failures
 
 A, B = "gemini-a", "gemini-b"
@@ -191,3 +193,78 @@ def test_usage_rows_per_profile_and_model():
     assert (b.requests, b.prompt_tokens, b.errors) == (1, 0, {"rate_limited": 1})
     assert h.worker("w1").cooling == {B: 5.0}
     assert h.counters["cooldowns:w1"] == 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_rate_limits_never_route_a_model_to_an_account_cooling_for_it(seed):
+    """Jobs for two models, accounts rate-limited and lifted per model at random: no Assign goes
+    to an account cooling for its model, every job ends exactly once."""
+    rng = random.Random(seed)
+    h = Harness(max_queue=8, queue_timeout_s=5.0, cooldown_s=2.0)
+    idents = [f"w{i}".encode() for i in range(3)]
+    for ident in idents:
+        h.ready(ident, models=[A, B])
+    running: dict[bytes, str] = {}
+    held: set[bytes] = set()
+    ended: set[str] = set()
+    submitted: list[str] = []
+
+    def handle(acts):
+        for a in acts:
+            if isinstance(a, SendWorker) and isinstance(a.msg, Assign):
+                cooling = h.worker(a.identity.decode()).cooling
+                assert a.msg.spec.model not in cooling, (a.msg.spec.model, cooling)
+                assert a.identity not in held
+                held.add(a.identity)
+                running[a.identity] = a.msg.job_id
+            elif isinstance(a, SendFront) and isinstance(a.msg, Failed):
+                assert a.msg.job_id not in ended
+                ended.add(a.msg.job_id)
+
+    for step in range(300):
+        r = rng.random()
+        ident = rng.choice(idents)
+        if r < 0.35:
+            job_id = f"j{step}"
+            submitted.append(job_id)
+            handle(h.submit(job_id, rng.choice([A, B])))
+        elif r < 0.5:
+            handle(h.w(ident, AccountState(limited(rng.choice([1.0, 3.0])), rng.choice([A, B]))))
+        elif r < 0.55:
+            handle(h.w(ident, AccountState(None, rng.choice([A, B]))))
+        elif ident in running and r < 0.75:
+            job = running.pop(ident)
+            if rng.random() < 0.3:
+                handle(h.w(ident, JobFailed(job, limited(2.0), output_sent=False)))
+            else:
+                handle(h.w(ident, Started(job)))
+                if h.w(ident, Done(job)):
+                    assert job not in ended
+                    ended.add(job)
+        elif ident in held and ident not in running:
+            held.discard(ident)
+            handle(h.w(ident, Idle()))
+        for other in idents:
+            h.w(other, Heartbeat())
+        handle(h.tick(0.2))
+    for ident in idents:  # finish what runs, then let the queue run out
+        if ident in running:
+            job = running.pop(ident)
+            if h.w(ident, Done(job)):
+                ended.add(job)
+        if ident in held:
+            held.discard(ident)
+            handle(h.w(ident, Idle()))
+    for _ in range(60):
+        for ident in idents:
+            if ident in running:
+                job = running.pop(ident)
+                if h.w(ident, Done(job)):
+                    ended.add(job)
+            if ident in held:
+                held.discard(ident)
+                handle(h.w(ident, Idle()))
+            h.w(ident, Heartbeat())
+        handle(h.tick(0.2))
+    assert h.core.status(h.now).queue_length == 0
+    assert ended == set(submitted)
