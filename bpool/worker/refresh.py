@@ -6,8 +6,9 @@ context's current storage state back to the profile's cookie file every BPOOL_CO
 (default 6 h) and once more on a clean shutdown.
 
 The file is the operator's too (`scripts/swap-cookie`, `bpool login`), so a save:
-- takes the profile's lock file `<dir>/.<name>.json.lock` without waiting: a swap or login that
-  holds it wins, and the save is skipped (the next one comes at the next period);
+- takes the profile file's lock (flock on the file itself, as `scripts/swap-cookie` and
+  `bpool login` do) without waiting: a swap or login that holds it wins, and the save is
+  skipped (the next one comes at the next period);
 - is skipped when the file is no longer the one this worker loaded (another inode, size or
   mtime): a swapped-in file must never be overwritten by the old login on the way out;
 - is skipped when the state has no Google session cookie (a browser that lost its login would
@@ -50,15 +51,18 @@ def earliest_expiry(state: dict[str, Any]) -> float | None:
     return min(dates) if dates else None
 
 
-def lock_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.lock")
-
-
 @contextmanager
 def profile_lock(path: Path, wait: bool) -> Iterator[bool]:
-    """The profile file's lock (flock on a hidden file beside it, as `scripts/swap-cookie` and
-    `bpool login` take it); yields False when someone else holds it and `wait` is False."""
-    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+    """The profile file's lock: flock on the file itself, so no lock file is left beside it
+    (`scripts/swap-cookie` runs `flock FILE`). Whoever replaces the file does so holding the
+    lock on the old one; a waiter then finds another file there (see CookieFile.save). Yields
+    False when someone else holds it and `wait` is False; True with nothing to lock when the
+    file does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        yield True
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
