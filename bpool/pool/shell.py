@@ -1,8 +1,10 @@
 """The broker's zmq shell: two ROUTER sockets around a `BrokerCore` (bpool/pool/core.py).
 
-The only I/O of the pool package. One thread, one zmq.Poller: decode each frame with the decoder of its direction, hand it to the
-core with the current monotonic time, perform the actions the core returns. Frames from a socket
-are taken in batches so that one busy side cannot starve the other or the clock.
+The only I/O of the pool package, with cooldown_file.py (which it calls to keep the rate-limit
+cool-downs across restarts). One thread, one zmq.Poller: decode each frame with the decoder of
+its direction, hand it to the core with the current monotonic time, perform the actions the core
+returns. Frames from a socket are taken in batches so that one busy side cannot starve the other
+or the clock.
 """
 
 from __future__ import annotations
