@@ -291,7 +291,9 @@ class StudioDriver:
         filled = await self.x.js("fill prompt", page_js.FILL_PROMPT, {
             "sels": list(self.t.prompt_textarea), "value": prompt,
             "wrapper": self.t.autosize_wrapper, "run": list(self.t.run_button),
-            "check": self._probe_args if check else None, "temporary": self.s.temporary_chat})
+            "check": self._probe_args if check else None, "temporary": self.s.temporary_chat,
+            # Files come next and enable Run themselves; else Run is waited for in the page.
+            "runWaitMs": 0 if files else 1000})
         if not filled["filled"]:
             return None
         if not filled["ok"]:

@@ -298,8 +298,10 @@ RUN_STATE = _fn("sels", _RUN + "return runState(sels);")
 # The value goes in through JS with input/change events (typing 100k characters would take
 # ages); the autosize wrapper mirrors it in data-value. Returns whether it took, and Run's state.
 # With `check` (probe arguments) it first probes, and fills only when nothing stands in the way
-# (the job's fast path: one round trip for both).
-FILL_PROMPT = _fn("{sels, value, wrapper, run, check, temporary}", _PROBE + _RUN + """
+# (the job's fast path: one round trip for both). A Run button that the page enables a moment
+# after the input event is waited for here, up to `runWaitMs`, not by more round trips.
+FILL_PROMPT = "async " + _fn("{sels, value, wrapper, run, check, temporary, runWaitMs}",
+                             _PROBE + _RUN + """
   let p = null;
   if (check) {
     p = probe(check);
@@ -315,7 +317,13 @@ FILL_PROMPT = _fn("{sels, value, wrapper, run, check, temporary}", _PROBE + _RUN
     if (box) box.setAttribute('data-value', value);
     el.dispatchEvent(new Event('input', {bubbles: true}));
     el.dispatchEvent(new Event('change', {bubbles: true}));
-    return {probe: p, filled: true, ok: el.value === value, run: runState(run)};
+    let rs = runState(run);
+    const end = performance.now() + (runWaitMs || 0);
+    while (rs.i < 0 && rs.exists && performance.now() < end) {
+      await new Promise((r) => setTimeout(r, 8));
+      rs = runState(run);
+    }
+    return {probe: p, filled: true, ok: el.value === value, run: rs};
   }
   return {probe: p, filled: true, ok: false, run: runState(run)};
 """)
