@@ -16,8 +16,8 @@ from collections import deque
 from bpool.pool.health import AccountHealth
 from bpool.pool.jobs import JobBook
 from bpool.pool.state import (
-    COUNTERS, MAX_MOVES, MOVABLE_KINDS, TIMED_STATES, Action, ForwardFront, Job, SendFront, SendWorker, Worker, WorkerState, can_take, nobody_in_time,
-    rest_left, worker_status,
+    COUNTERS, MAX_MOVES, MOVABLE_KINDS, TIMED_STATES, Action, ForwardFront, Job, SendFront,
+    SendWorker, Worker, WorkerState, can_take, nobody_in_time, rest_left, worker_status,
 )
 from bpool.protocol import (
     PROTOCOL_VERSION, AccountState, Cancel, Chunk, Disconnect, Done,
@@ -60,7 +60,7 @@ class BrokerCore(AccountHealth, JobBook):
         self._any_model = 0  # registered workers with an empty model list (serve anything)
         self._avg_job_s = 5.0  # moving average of job durations, for Retry-After estimates
         self._cool: dict[str, dict[str, float]] = {}  # rate-limit cool-downs (pool/health.py)
-        self._usage = {}
+        self._usage = {}  # usage rows per profile and model (pool/health.py)
         self._next_cool_end = math.inf
         self.cooling_changed = False
 
