@@ -16,7 +16,8 @@ from bpool.front.appstate import SETTINGS
 from bpool.front.settings import FrontSettings, key_matches, presented_key
 from bpool.front.errors import ApiError
 
-ALLOWED_METHODS = "GET, POST, OPTIONS"
+# DELETE: a page that started a browser session must be able to end it.
+ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 ALLOWED_HEADERS = ("Authorization, Content-Type, X-API-Key, X-Request-Id, x-goog-api-key, "
                    "anthropic-version")
 EXPOSED_HEADERS = "x-request-id, x-bpool-profile, Retry-After"

@@ -139,7 +139,7 @@ def test_preflight_answers_only_a_real_preflight() -> None:
         "Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
         "Access-Control-Allow-Headers", "Access-Control-Max-Age", "Vary")} == {
         "Access-Control-Allow-Origin": ORIGIN,
-        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
         "Access-Control-Allow-Headers": resp.headers["Access-Control-Allow-Headers"],
         "Access-Control-Max-Age": "600", "Vary": "Origin"}
     allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
@@ -148,6 +148,14 @@ def test_preflight_answers_only_a_real_preflight() -> None:
     assert guard.preflight(req("OPTIONS", Origin=ORIGIN), ORIGIN) is None  # no request method
     assert guard.preflight(req("POST", Origin=ORIGIN, Access_Control_Request_Method="POST"),
                            ORIGIN) is None
+
+
+def test_a_page_may_end_the_browser_session_it_started() -> None:
+    r = req("OPTIONS", "/v1/sessions/s-1", Origin=ORIGIN, Access_Control_Request_Method="DELETE")
+    resp = guard.preflight(r, ORIGIN)
+    assert resp is not None
+    methods = {m.strip() for m in resp.headers["Access-Control-Allow-Methods"].split(",")}
+    assert "DELETE" in methods and {"GET", "POST"} <= methods
 
 
 async def test_cors_headers_only_for_listed_origins() -> None:
