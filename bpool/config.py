@@ -99,6 +99,7 @@ REGISTRY: dict[str, Var] = _vars(
     # -- browser workers
     Var("BPOOL_BROWSER", Literal["auto", "camoufox", "chromium"], "auto", "`auto`: Camoufox if its browser is installed, else Chromium", group="worker"),
     Var("BPOOL_CHROMIUM_PATH", str, "/usr/bin/chromium", "the Chromium binary", group="worker"),
+    Var("BPOOL_CHROMIUM_ARGS", str, "", "more Chromium flags, shell-quoted, after bpool's own (docs/capacity.md)", group="worker"),
     Var("BPOOL_HEADLESS", bool, True, "`0` shows the browser windows", group="worker"),
     Var("BPOOL_LAUNCH_TIMEOUT_S", Positive, 60.0, "how long a browser may take to start", "s", group="worker"),
     Var("BPOOL_STUDIO_URL", str, "https://aistudio.google.com", "the site the workers drive (the simulator's URL in demo mode)", group="worker"),
