@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     br = sub.add_parser("browser", help="real Chromium workers against the simulator")
     br.add_argument("--requests", type=int, default=30)
     br.add_argument("--rounds", type=int, default=12, help="scaling: requests per browser")
+    br.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    metavar="N[,N...]", help="only the capacity table for these pool sizes")
+    br.add_argument("--chromium-args", default=None, help="extra Chromium flags for every worker")
+    br.add_argument("--switches", action="store_true",
+                    help="only the cost of a parameter change and of a model switch")
     ss = sub.add_parser("sessions", help="browser sessions: create, relay overhead, capacity")
     ss.add_argument("--creates", type=int, default=20)
     ss.add_argument("--rounds", type=int, default=500, help="CDP round trips each way")
@@ -61,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "browser":
         from bpool.bench import browser
 
-        return browser.main(args.requests, rounds=args.rounds)
+        return browser.main(args.requests, rounds=args.rounds, workers=args.workers,
+                            chromium_args=args.chromium_args, switches_only=args.switches)
     rows = c.run_core(args.n, args.seconds)
     c.print_table(rows)
     floor, relay, broker, _, full, stream = rows

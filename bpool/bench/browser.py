@@ -12,6 +12,11 @@
               clients; requests/s against the ideal N / 2, in steady state (each browser has
               served one warm-up request: the first request of a page selects the model, a
               one-time page reload)
+
+`--workers 1,4,8,16` runs only the capacity table (docs/capacity.md): for each N, the scaling
+run above, then each worker's PSS (its Python process, its Playwright driver and every process of
+its browser) measured at the end of it with all N still up. `--chromium-args` adds Chromium
+flags to every worker (BPOOL_CHROMIUM_ARGS), to measure one flag's effect.
 """
 
 from __future__ import annotations
@@ -47,9 +52,10 @@ class Streamed:
     first_wall: float  # time.time() at the first content chunk: the clock of /__sim/stats
 
 
-def _post_stream(port: int, prompt: str = PROMPT) -> Streamed:
-    """One streamed chat request."""
-    body = json.dumps({"model": "gemini-2.5-flash", "stream": True,
+def _post_stream(port: int, prompt: str = PROMPT, model: str = "gemini-2.5-flash",
+                 **params: float) -> Streamed:
+    """One streamed chat request (`params`: temperature, max_tokens, ...)."""
+    body = json.dumps({"model": model, "stream": True, **params,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     t0 = time.monotonic()
@@ -80,14 +86,17 @@ def _sim_stats(url: str) -> dict:
         return json.loads(r.read())
 
 
-def _pss_kb(pid: int) -> int:
+def _pss_kb(pid: int, fields: tuple[str, ...] = ("Pss:",)) -> int:
+    """PSS by default; ("Private_Clean:", "Private_Dirty:") gives USS, the memory only this
+    process holds (PSS also charges a share of pages that other processes map too)."""
+    total = 0
     try:
         for line in open(f"/proc/{pid}/smaps_rollup"):
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
+            if line.startswith(fields):
+                total += int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return total
 
 
 def _descendants(root: int) -> list[int]:
@@ -106,8 +115,12 @@ def _descendants(root: int) -> list[int]:
 class SimPool:
     """Broker + front + simulator + N browser workers, each profile its own sim account."""
 
-    def __init__(self, base: Path, n: int, sim_args: list[str], timings: Path | None = None):
-        self.pool = Pool(base, env={"BPOOL_QUEUE_TIMEOUT_S": "300", "BPOOL_BROWSER": "chromium"})
+    def __init__(self, base: Path, n: int, sim_args: list[str], timings: Path | None = None,
+                 chromium_args: str | None = None):
+        env = {"BPOOL_QUEUE_TIMEOUT_S": "300", "BPOOL_BROWSER": "chromium"}
+        if chromium_args is not None:
+            env["BPOOL_CHROMIUM_ARGS"] = chromium_args
+        self.pool = Pool(base, env=env)
         self.n = n
         sim_dir = self.pool.run_dir / "sim"
         env = {"BPOOL_SIM_DIR": str(sim_dir)}
@@ -127,13 +140,18 @@ class SimPool:
         for i in range(n):
             self.pool.start_module(f"browser-acct{i}", "bpool.browser_proc", "--profile",
                                    str(cookies / f"acct{i}.json"), env=wenv)
-        self.pool.wait_idle(n, timeout_s=120)
+        self.pool.wait_idle(n, timeout_s=120 + 15 * n)  # launches share two cores
 
-    def memory_kb(self) -> list[int]:
+    def memory_kb(self, fields: tuple[str, ...] = ("Pss:",)) -> list[int]:
         """Each worker process and its whole process tree (by parent pid: Chromium's zygote and
-        renderers do not all keep the environment tag that bpool.worker.procs looks for)."""
-        return [sum(_pss_kb(p) for p in _descendants(self.pool[f"browser-acct{i}"].pid))
-                for i in range(self.n)]
+        renderers do not all keep the environment tag that bpool.worker.procs looks for), plus
+        the tagged processes that left the tree (crashpad handlers are re-parented to init)."""
+        out = []
+        for i in range(self.n):
+            tag = str(self.pool.run_dir / "browsers" / f"acct{i}")
+            pids = set(_descendants(self.pool[f"browser-acct{i}"].pid)) | set(procs.find_tagged(tag))
+            out.append(sum(_pss_kb(p, fields) for p in pids))
+        return out
 
     def close(self) -> None:
         for i in range(self.n):  # graceful: the worker closes its own browser
@@ -192,26 +210,124 @@ def split_ttft(streamed: list[Streamed], jobs: list[dict], records: list[dict]) 
     return parts
 
 
-def measure_scaling(base: Path, n: int, answer_s: float, rounds: int) -> dict:
-    sp = SimPool(base, n, ["--answer-s", str(answer_s), "--first-token-s", "0.2"])
+def _post_or_fail(port: int, tolerate: bool) -> Streamed | None:
+    """A request of the load; with `tolerate`, a failed one counts as None (not served)."""
+    try:
+        return _post_stream(port)
+    except (RuntimeError, OSError):
+        if not tolerate:
+            raise
+        return None
+
+
+def measure_scaling(base: Path, n: int, answer_s: float, rounds: int,
+                    chromium_args: str | None = None, memory: bool = False) -> dict:
+    sp = SimPool(base, n, ["--answer-s", str(answer_s), "--first-token-s", "0.2"],
+                 chromium_args=chromium_args)
+    mem: list[int] = []
+    uss: list[int] = []
     try:
         for _ in range(n):  # warm every browser (LRU gives each one request): steady state only
             _post_stream(sp.pool.port)
         total = rounds * n
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=2 * n) as ex:
-            results = list(ex.map(lambda _: _post_stream(sp.pool.port), range(total)))
+            results = list(ex.map(lambda _: _post_or_fail(sp.pool.port, memory), range(total)))
         elapsed = time.monotonic() - t0
+        if memory:
+            mem = sp.memory_kb()
+            uss = sp.memory_kb(("Private_Clean:", "Private_Dirty:"))
     finally:
         sp.close()
-    rps = total / elapsed
+    failed = sum(1 for r in results if r is None)
+    rps = (total - failed) / elapsed
     ideal = n / answer_s
     return {"n": n, "requests": total, "elapsed_s": elapsed, "rps": rps, "ideal": ideal,
-            "efficiency": rps / ideal, "profiles": sorted({r.profile for r in results})}
+            "efficiency": rps / ideal, "failed": failed,
+            "profiles": sorted({r.profile for r in results if r is not None}),
+            "memory_kb": mem, "uss_kb": uss}
+
+
+def capacity(ns: list[int], answer_s: float, rounds: int, chromium_args: str | None) -> int:
+    """The capacity table: per N, throughput against N x one worker and PSS per worker."""
+    cores = os.cpu_count() or 1
+    print(f"capacity, simulator answering in a fixed {answer_s:g} s, {rounds} requests per "
+          f"browser, 2N clients; extra Chromium flags: {chromium_args or '(none)'}")
+    print(f"  {'N':>3}  {'PSS/worker':>10}  {'min-max':>11}  {'USS':>7}  {'req/s':>6}  {'ideal':>6}  "
+          f"{'throughput':>10}  {'accounts/GiB':>12}  {'accounts/core':>13}")
+    with tempfile.TemporaryDirectory(prefix="bpool-bench-capacity-") as tmp:
+        for n in ns:
+            r = measure_scaling(Path(tmp) / f"n{n}", n, answer_s, rounds, chromium_args, True)
+            mem = [m / 1024 for m in r["memory_kb"]] or [0.0]
+            avg = sum(mem) / len(mem)
+            uss = sum(r["uss_kb"]) / 1024 / max(1, len(r["uss_kb"]))
+            print(f"  {n:>3}  {avg:>6.0f} MiB  {min(mem):>4.0f}-{max(mem):<4.0f}  {uss:>3.0f} MiB  "
+                  f"{r['rps']:>6.2f}  {r['ideal']:>6.2f}  {r['efficiency'] * 100:>9.0f} %  "
+                  f"{1024 / avg if avg else 0:>12.1f}  {n / cores:>13.1f}"
+                  + (f"  ({r['failed']} of {r['requests']} failed)" if r["failed"] else ""),
+                  flush=True)
+    return 0
+
+
+SWITCH_MODELS = ("gemini-2.5-flash", "gemini-2.5-pro")
+PARAMS = ({"temperature": 0.3, "max_tokens": 600}, {"temperature": 0.9, "max_tokens": 900})
+
+
+def measure_switches(base: Path, rounds: int) -> dict:
+    """One worker, requests one at a time. Parameters: a request with other settings than the
+    one before it (`change`), then the same request again (`repeat`), `rounds` times, settings
+    alternating. Models: the first request on the other model (`change`), then a repeat.
+    Each request's client time to first token and the worker's job received -> Run clicked."""
+    timings = base / "timings.jsonl"
+    sp = SimPool(base, 1, ["--tokens-per-s", "0", "--first-token-s", "0.2"], timings)
+    kinds: list[tuple[str, str]] = []  # (what, change|repeat) per request, in order
+    streamed: list[Streamed] = []
+    try:
+        for _ in range(2):  # warm-up: first model selection, first settings
+            _post_stream(sp.pool.port, **PARAMS[1])
+        for i in range(rounds):
+            for kind in ("change", "repeat"):
+                streamed.append(_post_stream(sp.pool.port, **PARAMS[i % 2]))
+                kinds.append(("params", kind))
+        for i in range(rounds):
+            model = SWITCH_MODELS[(i + 1) % 2]
+            for kind in ("change", "repeat"):
+                streamed.append(_post_stream(sp.pool.port, model=model, **PARAMS[0]))
+                kinds.append(("model", kind))
+    finally:
+        sp.close()
+    by_job = {j["job_id"]: j for j in map(json.loads, timings.read_text().splitlines())}
+    out: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for (what, kind), s in zip(kinds, streamed):
+        d = out.setdefault((what, kind), {"ttft": [], "submit": []})
+        d["ttft"].append(s.first_s)
+        job = by_job.get(s.job_id)
+        if job and job.get("started"):
+            d["submit"].append(job["started"] - job["received"])
+    return out
+
+
+def print_switches(r: dict) -> None:
+    ms = lambda xs: percentile(xs, 50) * 1e3 if xs else float("nan")  # noqa: E731
+    print("cost of changing settings (1 worker, one request at a time, p50):")
+    for what, label in (("params", "parameter change (temperature, max_tokens)"),
+                        ("model", "model switch (gemini-2.5-flash <-> gemini-2.5-pro)")):
+        ch, rep = r[(what, "change")], r[(what, "repeat")]
+        print(f"  {label}: job received -> Run clicked {ms(ch['submit']):.1f} ms vs "
+              f"{ms(rep['submit']):.1f} ms repeated (+{ms(ch['submit']) - ms(rep['submit']):.1f} "
+              f"ms); client time to first token {ms(ch['ttft']):.1f} ms vs {ms(rep['ttft']):.1f} "
+              f"ms (+{ms(ch['ttft']) - ms(rep['ttft']):.1f} ms); {len(ch['ttft'])} each")
 
 
 def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 2.0,
-         rounds: int = 12) -> int:
+         rounds: int = 12, workers: list[int] | None = None, chromium_args: str | None = None,
+         switches_only: bool = False) -> int:
+    if workers:
+        return capacity(workers, answer_s, rounds, chromium_args)
+    if switches_only:
+        with tempfile.TemporaryDirectory(prefix="bpool-bench-switches-") as tmp:
+            print_switches(measure_switches(Path(tmp), rounds))
+        return 0
     with tempfile.TemporaryDirectory(prefix="bpool-bench-browser-") as tmp:
         o = measure_overhead(Path(tmp) / "overhead", requests)
         ms = lambda xs, q: percentile(xs, q) * 1e3  # noqa: E731
@@ -238,6 +354,7 @@ def main(requests: int = 30, ns: tuple[int, ...] = (1, 2, 4), answer_s: float = 
             r = measure_scaling(Path(tmp) / f"scale{n}", n, answer_s, rounds)
             print(f"  N={n}: {r['requests']} requests in {r['elapsed_s']:.1f} s = {r['rps']:.2f} "
                   f"req/s, ideal {r['ideal']:.2f} -> {r['efficiency'] * 100:.0f} % (target >= 90 %)")
+        print_switches(measure_switches(Path(tmp) / "switches", rounds))
     return 0
 
 

@@ -31,6 +31,7 @@ import atexit
 import logging
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,12 @@ CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Memory per worker (docs/capacity.md has each flag's measured effect): one renderer for
+    # the one page instead of a spare beside it, no software GL fallback in the GPU process,
+    # a token disk cache (the profile is thrown away at every start anyway).
+    "--renderer-process-limit=1",
+    "--disable-software-rasterizer",
+    "--disk-cache-size=1048576",
 )
 VIEWPORT = {"width": 1280, "height": 900}
 # Camoufox runs Playwright's init scripts and evaluations in an isolated world; a script meant
@@ -69,7 +76,7 @@ class EngineSettings:
     ENV: ClassVar[dict[str, str]] = {
         "browser": "BPOOL_BROWSER", "chromium_path": "BPOOL_CHROMIUM_PATH",
         "headless": "BPOOL_HEADLESS", "launch_timeout_s": "BPOOL_LAUNCH_TIMEOUT_S",
-        "browser_user": "BPOOL_BROWSER_USER",
+        "browser_user": "BPOOL_BROWSER_USER", "chromium_args": "BPOOL_CHROMIUM_ARGS",
     }
     browser: Literal["auto", "camoufox", "chromium"] = config.default("BPOOL_BROWSER")
     chromium_path: Path = Path(config.default("BPOOL_CHROMIUM_PATH"))
@@ -77,6 +84,7 @@ class EngineSettings:
     launch_timeout_s: config.Positive = config.default("BPOOL_LAUNCH_TIMEOUT_S")
     close_timeout_s: float = 10.0
     browser_user: str = config.default("BPOOL_BROWSER_USER")
+    chromium_args: str = config.default("BPOOL_CHROMIUM_ARGS")  # more flags, shell-quoted
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "EngineSettings":
@@ -340,16 +348,27 @@ async def _chromium_user_agent(exe: Path) -> str | None:
             f"Chrome/{m.group(1).decode()}.0.0.0 Safari/537.36")
 
 
+# The Playwright driver (node) of every worker: V8's young generation at 1 MiB semi-spaces
+# instead of 16 took 28 MiB off each driver's PSS (docs/capacity.md).
+DRIVER_NODE_OPTIONS = "--max-semi-space-size=1"
+
+
 async def _start_playwright(tag: str) -> Any:
     from playwright.async_api import async_playwright
 
     # The driver copies os.environ when it starts: tag it too, so a driver orphaned by a
     # kill -9 of this worker is reaped with its browsers.
+    saved = os.environ.get("NODE_OPTIONS")
     os.environ[procs.OWNER_ENV] = tag
+    os.environ["NODE_OPTIONS"] = f"{saved or ''} {DRIVER_NODE_OPTIONS}".strip()
     try:
         return await async_playwright().start()
     finally:
         os.environ.pop(procs.OWNER_ENV, None)
+        if saved is None:
+            os.environ.pop("NODE_OPTIONS", None)
+        else:
+            os.environ["NODE_OPTIONS"] = saved
 
 
 async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDirs) -> LaunchedBrowser:
@@ -385,7 +404,7 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
             ua = await _chromium_user_agent(choice.executable) if settings.headless else None
             ctx = await pw.chromium.launch_persistent_context(
                 str(dirs.user_data), executable_path=str(executable),
-                args=list(CHROMIUM_ARGS), user_agent=ua, viewport=VIEWPORT,
+                args=[*CHROMIUM_ARGS, *shlex.split(settings.chromium_args)], user_agent=ua, viewport=VIEWPORT,
                 chromium_sandbox=sandbox.use_sandbox(user), **common,
             )
     except BaseException:

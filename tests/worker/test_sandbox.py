@@ -148,13 +148,16 @@ async def test_without_user_namespaces_it_falls_back_to_no_sandbox(tmp_path, mon
     monkeypatch.setattr(sandbox, "userns_works", lambda uid: False)
     dirs = BrowserDirs.for_profile(tmp_path / "run", "bob")
     browser = await engines.launch(engines.EngineChoice("chromium", CHROMIUM, "t"),
-                                   EngineSettings(), dirs)
+                                   EngineSettings(chromium_args="--lang=de-DE '--window-name=a b'"),
+                                   dirs)
     try:
         page = await browser.context.new_page()
         await page.set_content("<p>up</p>")
         main = min(_browser_tree(browser))
         with open(f"/proc/{main}/cmdline", "rb") as f:
-            assert b"--no-sandbox" in f.read().split(b"\0")
+            argv = f.read().split(b"\0")
+        assert b"--no-sandbox" in argv
+        assert b"--lang=de-DE" in argv and b"--window-name=a b" in argv  # BPOOL_CHROMIUM_ARGS
     finally:
         browser.kill()  # the hard path reaps across the uid change too
     await _wait_gone(dirs.tag)
