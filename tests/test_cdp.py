@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from typing import Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import async_playwright
 
+from sessions.fixtures import pool  # noqa: F401  (a fixture)
 from sessions.harness import AUTH, KEY, SessionPool
 
 pytestmark = pytest.mark.chromium
 
 PAGE = "data:text/html,<title>relay</title><p id=x>forty</p><script>window.n = 40 + 2</script>"
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionPool]:
-    p = SessionPool(tmp_path_factory.mktemp("cdp"), {"h1": 3})
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 async def test_playwright_navigates_evaluates_and_screenshots_through_the_relay(
