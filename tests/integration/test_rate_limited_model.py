@@ -54,7 +54,7 @@ async def test_a_rate_limit_rests_one_model_and_survives_a_broker_restart(
     # rate-limited before any output: it moves to "ok", so the client never sees it.
     assert [await ask(pool, A, f"a{i}") for i in range(2)] == ["ok", "ok"]
     body = await pool.await_health(lambda b: A in cooling(b, "lim"), what="lim cooling for A")
-    assert 590 < cooling(body, "lim")[A] <= 600 and cooling(body, "ok") == {}
+    assert 480 < cooling(body, "lim")[A] <= 600 and cooling(body, "ok") == {}
     assert pool.worker_states(body) == {"lim": "idle", "ok": "idle"}
     usage = {(u["profile_id"], u["model"]): u for u in body["usage"]}
     assert usage["lim", A]["errors"] == {"rate_limited": 1} and usage["ok", A]["requests"] == 2
@@ -74,7 +74,7 @@ async def test_a_rate_limit_rests_one_model_and_survives_a_broker_restart(
     err = await refused(pool, A)
     assert err.code == "rate_limited" and err.response.headers["Retry-After"] == "120"
     err = await refused(pool, A)  # nobody tried this time: a 429 straight from the broker
-    assert 100 <= int(err.response.headers["Retry-After"]) <= 120
+    assert 60 <= int(err.response.headers["Retry-After"]) <= 120
     assert await ask(pool, B) in ("lim", "ok")
     tried = len([r for r in records(pool) if r["model"] == A])
 
@@ -88,9 +88,9 @@ async def test_a_rate_limit_rests_one_model_and_survives_a_broker_restart(
     pool.start_broker()
     body = await pool.await_health(
         lambda b: b.get("broker_id") not in (None, old) and b.get("idle") == 2,
-        timeout_s=30, what="both workers idle at the new broker")
-    assert 500 < cooling(body, "lim")[A] < 600 and 0 < cooling(body, "ok")[A] < 120
+        timeout_s=60, what="both workers idle at the new broker")
+    assert 360 < cooling(body, "lim")[A] < 600 and 0 < cooling(body, "ok")[A] < 120
     err = await refused(pool, A)
-    assert 60 <= int(err.response.headers["Retry-After"]) < 120
+    assert 1 <= int(err.response.headers["Retry-After"]) < 120  # ok's, the soonest
     assert len([r for r in records(pool) if r["model"] == A]) == tried  # no worker was tried
     assert await ask(pool, B) in ("lim", "ok")
