@@ -224,11 +224,19 @@ class Assigned(_Msg):
     profile_id: str
 
 
+class NativeCall(_Part):
+    """A function call the page's answer made itself (part index 10), arguments as JSON text."""
+
+    name: str
+    arguments: str = "{}"
+
+
 class Chunk(_Msg):
     job_id: str
     seq: int
     content: str = ""
     reasoning: str = ""
+    tool_calls: tuple[NativeCall, ...] = ()
 
 
 class Done(_Msg):
