@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from bpool.protocol import Usage
+from bpool.protocol import NativeCall, Usage
 from bpool.studio.outcomes import (BrowserGone, Clock, Cooldowns, StepError, http_problem,
                                    status_problem, utc_now)
 from bpool.studio.stream_parser import (ErrorStatus, Finish, FunctionCall, StreamFormatError,
@@ -32,7 +33,7 @@ from bpool.studio.tap import TapStream
 log = logging.getLogger("bpool.driver")
 STEP = "read answer"
 
-Emit = Callable[..., None]  # emit(content=..., reasoning=...)
+Emit = Callable[..., None]  # emit(content=..., reasoning=..., tool_calls=...)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ async def read_answer(stream: TapStream, emit: Emit, limits: AnswerLimits) -> tu
                     finish = ev
                 elif isinstance(ev, FunctionCall):
                     tool_calls += 1
+                    out.flush()
+                    emit(tool_calls=(NativeCall(ev.name, json.dumps(ev.arguments)),))
                 elif isinstance(ev, ErrorStatus):
                     # Whatever came before, the answer is cut: the error is the outcome.
                     out.flush()
@@ -102,7 +105,7 @@ async def read_answer(stream: TapStream, emit: Emit, limits: AnswerLimits) -> tu
         raise StepError(STEP, f"the answer was empty: the body ({parser.chunks} chunks) held no "
                               "text, no function call and no finish reason")
     if tool_calls:
-        log.info("answer held %d function calls (not forwarded)", tool_calls)
+        log.info("answer held %d function calls", tool_calls)
     if finish is not None and finish.reason == "content_filter":
         log.info("the site ended the answer with finish code %d (%s)", finish.code, finish.name)
     reason = "tool_calls" if tool_calls else (finish.reason if finish else "stop")

@@ -47,6 +47,46 @@ class FunctionCall:
     name: str
     args: Any  # AI Studio's positional encoding, passed through undecoded
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The arguments as a plain object (see struct_value)."""
+        value = struct_value(self.args)
+        return value if isinstance(value, dict) else {}
+
+
+def struct_value(node: Any) -> Any:
+    """A google.protobuf Struct / Value in the page's positional (JSPB) form, as plain JSON.
+
+    Assumption (no captured body holds a function call): positions follow the protobuf field
+    numbers, as everywhere else in this format. Struct = [[[key, Value], ...]]; Value =
+    [null_value, number, string, bool, Struct, ListValue] with trailing nulls left out;
+    ListValue = [[Value, ...]]. A dict (the JSON form) passes through."""
+    if not isinstance(node, list):
+        return node
+    fields = _at(node, 0)
+    if isinstance(fields, list) and all(isinstance(f, list) and isinstance(_at(f, 0), str)
+                                        for f in fields):
+        return {f[0]: _value(_at(f, 1)) for f in fields}
+    return _value(node)
+
+
+def _value(v: Any) -> Any:
+    if not isinstance(v, list):
+        return v
+    for i, x in enumerate(v[:6]):
+        if x is None:
+            continue
+        if i == 0:
+            return None
+        if i in (1, 2):
+            return x
+        if i == 3:
+            return bool(x)
+        if i == 4:
+            return struct_value(x)
+        return [_value(item) for item in (_at(x, 0) or [])]
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class UsageInfo:

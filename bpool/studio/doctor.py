@@ -282,7 +282,7 @@ class Doctor:
         text: list[str] = []
         thoughts: list[str] = []
 
-        def emit(content: str = "", reasoning: str = "") -> None:
+        def emit(content: str = "", reasoning: str = "", tool_calls: tuple = ()) -> None:
             text.append(content)
             thoughts.append(reasoning)
         try:

@@ -26,7 +26,8 @@ from bpool.wire import sockets as _zmq
 
 from bpool.wire import curve
 from bpool.protocol import (PROTOCOL_VERSION, Assign, BrokerToWorker, Disconnect, Done, ErrorInfo,
-                            JobFailed, JobSpec, ProfileInfo, Ready, Usage, decoder, encoder, error)
+                            JobFailed, JobSpec, NativeCall, ProfileInfo, Ready, Usage, decoder,
+                            encoder, error)
 from bpool.worker.link_core import (BackendGone, Cancelled, CancelRun, Exit, Failed, Finished,
                                     LinkCore, LinkTimes, Reconnect, ResetPage, RunOutcome, Send,
                                     StartRun)
@@ -108,9 +109,10 @@ class Job:
             self.t_started = now
         self._link.perform(acts)
 
-    def emit(self, content: str = "", reasoning: str = "") -> None:
+    def emit(self, content: str = "", reasoning: str = "",
+             tool_calls: tuple[NativeCall, ...] = ()) -> None:
         now = time.monotonic()
-        acts = self._link.core.emit(self.id, content, reasoning, now)
+        acts = self._link.core.emit(self.id, content, reasoning, now, tool_calls)
         if acts:
             self.t_started = self.t_started or now
             self.t_last = now

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from bpool.protocol import (Assign, Cancel, Chunk, Disconnect, Done, ErrorInfo, Goodbye, Heartbeat,
-                            Idle, JobFailed, JobSpec, Ready, Started, Usage, error)
+                            Idle, JobFailed, JobSpec, NativeCall, Ready, Started, Usage, error)
 
 
 @dataclass(frozen=True)
@@ -169,14 +169,16 @@ class LinkCore:
         job.started = True
         return [] if job_id in self.abandoned else [self._send(Started(job_id), now)]
 
-    def emit(self, job_id: str, content: str, reasoning: str, now: float) -> list[Action]:
+    def emit(self, job_id: str, content: str, reasoning: str, now: float,
+             tool_calls: tuple[NativeCall, ...] = ()) -> list[Action]:
         job = self.job
-        if job is None or job.id != job_id or not job.running or not (content or reasoning):
+        if job is None or job.id != job_id or not job.running or not (
+                content or reasoning or tool_calls):
             return []
         acts = self.start(job_id, now)
         job.output_sent = True
         if job_id not in self.abandoned:
-            acts.append(self._send(Chunk(job_id, job.seq, content, reasoning), now))
+            acts.append(self._send(Chunk(job_id, job.seq, content, reasoning, tool_calls), now))
         job.seq += 1
         return acts
 

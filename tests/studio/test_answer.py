@@ -47,10 +47,12 @@ class Recorder:
     def __init__(self) -> None:
         self.content = ""
         self.reasoning = ""
+        self.calls: list = []
 
-    def emit(self, content: str = "", reasoning: str = "") -> None:
+    def emit(self, content: str = "", reasoning: str = "", tool_calls: tuple = ()) -> None:
         self.content += content
         self.reasoning += reasoning
+        self.calls += tool_calls
 
 
 def script(body: str | bytes, status: int = 200, size: int = 50) -> list[Piece]:
@@ -145,8 +147,13 @@ def test_refusal_without_parts_is_content_filter_not_a_failure():
 
 def test_max_tokens_is_length_and_function_calls_are_tool_calls():
     assert read(live(text_chunk("abc", finish=2)))[0][0] == "length"
-    call = [None, None] + [None] * 8 + [["get_weather", [[["city", [None, None, "Paris"]]]]]]
-    assert read(live([[[[[call], "model"], 1]]]))[0][0] == "tool_calls"
+    call = [None, None] + [None] * 8 + [["get_weather", [[["city", [None, None, "Paris"]],
+                                                          ["days", [None, 3]],
+                                                          ["hourly", [None, None, None, 1]]]]]]
+    (reason, _), rec = read(live([[[[[call], "model"], 1]]]))
+    assert reason == "tool_calls"
+    assert [(c.name, json.loads(c.arguments)) for c in rec.calls] == [
+        ("get_weather", {"city": "Paris", "days": 3, "hourly": True})]
 
 
 # ---------------------------------------------------------------------------- empty bodies
