@@ -183,6 +183,7 @@ class Answering:
             mode = self.plan.mode
             content: list[str] = []
             reasoning: list[str] = []
+            native: list[ToolCall] = []  # function-call parts of the page's own answer
             while True:
                 event = await wait.next()
                 if isinstance(event, Assigned):
@@ -190,6 +191,8 @@ class Answering:
                 if isinstance(event, Failed):
                     raise error_of(event.error)
                 if isinstance(event, Chunk):
+                    native += [ToolCall(tools.new_call_id(), c.name, c.arguments)
+                               for c in event.tool_calls]
                     if event.reasoning:
                         reasoning.append(event.reasoning)
                     if event.content:
@@ -209,6 +212,12 @@ class Answering:
                 text = "".join(content)
                 this = event.usage or estimate_usage(spec, text, "".join(reasoning))
                 usage = _add(usage, this)
+                if native:  # the page called functions itself: passed on as they are
+                    if mode != "stream" and text:
+                        yield Delta(text)
+                    yield Calls(native)
+                    yield End("tool_calls", usage)
+                    return
                 if mode == "stream" or event.finish_reason == "cancelled":
                     yield End(event.finish_reason, usage)
                     return

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from bpool.protocol import Assigned, Chunk, Done, JobSpec, Submit, Usage
+from bpool.protocol import Assigned, Chunk, Done, JobSpec, NativeCall, Submit, Usage
 from bpool.sim.instructed import instructed_answer
 from bpool.studio.prompt import render_prompt
 from conftest import ScriptedBroker
@@ -32,6 +32,7 @@ class ModelBroker:
         self.broker = broker
         self.reply: Reply = follower
         self.specs: list[JobSpec] = []
+        self.native: tuple[NativeCall, ...] = ()  # function calls the page made itself
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -50,6 +51,9 @@ class ModelBroker:
             step = max(1, len(text) // 3)
             for i in range(0, len(text), step):
                 b.send(Chunk(job, seq, content=text[i:i + step]))
+                seq += 1
+            if self.native:
+                b.send(Chunk(job, seq, tool_calls=self.native))
                 seq += 1
             thought = len(reasoning) // 4
             b.send(Done(job, "stop", Usage(10, seq + thought, 10 + seq + thought, thought)))

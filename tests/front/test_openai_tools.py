@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from bpool.protocol import JobSpec
+from bpool.protocol import JobSpec, NativeCall
 from model_broker import ModelBroker, follower, model  # noqa: F401  (fixture)
 
 WEATHER = {"type": "function", "function": {
@@ -96,6 +96,26 @@ async def test_text_answer_with_tools_streams_as_text(model: ModelBroker) -> Non
                   if ch.delta.content]
     assert "".join(pieces) == "No tool needed: it is sunny."
     assert len(pieces) > 1  # decided after the first piece, then streamed as it came
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_function_calls_the_page_made_itself_are_tool_calls(
+    model: ModelBroker, stream: bool
+) -> None:
+    model.reply = lambda spec: ("", "")
+    model.native = (NativeCall("lookup", '{"q": "x"}'),)
+    async with client(model) as c:
+        if not stream:
+            done = await c.chat.completions.create(model="m", messages=USER)
+            [call] = done.choices[0].message.tool_calls
+            reason = done.choices[0].finish_reason
+        else:
+            out = await c.chat.completions.create(model="m", messages=USER, stream=True)
+            chunks = [ch async for chunk in out for ch in chunk.choices]
+            [call] = [tc for ch in chunks for tc in ch.delta.tool_calls or []]
+            reason = chunks[-1].finish_reason
+    assert (call.function.name, call.function.arguments) == ("lookup", '{"q": "x"}')
+    assert call.id.startswith("call_") and reason == "tool_calls"
 
 
 async def test_a_broken_call_is_retried_once_with_a_correction(model: ModelBroker) -> None:
