@@ -2,8 +2,8 @@
 
 Pieces come from tap.js in order; the parser turns them into events as soon as each chunk of the
 body is complete: text → `emit(content=...)`, thoughts → `emit(reasoning=...)` (what one piece
-completes goes out as one emit per run of one kind), usage and the finish marker are kept for
-`Done`. What is not an answer is a typed failure (StepError, kind from protocol.ERROR_KINDS),
+completes goes out as one emit per run of one kind), function calls → `emit(tool_calls=...)`,
+usage and the finish marker are kept for `Done`. What is not an answer is a typed failure (StepError, kind from protocol.ERROR_KINDS),
 never an empty success:
 
 - a non-2xx status: classified by outcomes.http_problem (429, 401, 403 + code 7, 400, ...);
