@@ -6,7 +6,6 @@ a stream one delta per call (index, id, type, function.name, function.arguments)
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any
@@ -31,7 +30,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = parse_chat_request(body)
     rules = tool_rule(req), json_rule(req.response_format)  # refused before any fetch
     plan = make_plan(await attach(req, to_job_spec(req)), *rules)
-    plan = dataclasses.replace(plan, spec=await attach(req, plan.spec))  # images, files
     render = _stream if req.stream else _collect
     return await answer(request, plan, req.model, lambda ans: render(request, req, ans))
 
