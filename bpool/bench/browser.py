@@ -276,7 +276,7 @@ PARAMS = ({"temperature": 0.3, "max_tokens": 600}, {"temperature": 0.9, "max_tok
 def measure_switches(base: Path, rounds: int) -> dict:
     """One worker, requests one at a time. Parameters: a request with other settings than the
     one before it (`change`), then the same request again (`repeat`), `rounds` times, settings
-    alternating. Models: the first request on the other model (`change`), then a repeat.
+    alternating, each round also with a request with no settings (the page's defaults). Models: the first request on the other model (`change`), then a repeat.
     Each request's client time to first token and the worker's job received -> Run clicked."""
     timings = base / "timings.jsonl"
     sp = SimPool(base, 1, ["--tokens-per-s", "0", "--first-token-s", "0.2"], timings)
@@ -285,10 +285,12 @@ def measure_switches(base: Path, rounds: int) -> dict:
     try:
         for _ in range(2):  # warm-up: first model selection, first settings
             _post_stream(sp.pool.port, **PARAMS[1])
-        for i in range(rounds):
+        for i in range(rounds):  # interleaved, so that load from elsewhere hits all three alike
             for kind in ("change", "repeat"):
                 streamed.append(_post_stream(sp.pool.port, **PARAMS[i % 2]))
                 kinds.append(("params", kind))
+            streamed.append(_post_stream(sp.pool.port))  # no settings: the page's defaults
+            kinds.append(("defaults", "repeat"))
         for i in range(rounds):
             model = SWITCH_MODELS[(i + 1) % 2]
             for kind in ("change", "repeat"):
@@ -310,6 +312,10 @@ def measure_switches(base: Path, rounds: int) -> dict:
 def print_switches(r: dict) -> None:
     ms = lambda xs: percentile(xs, 50) * 1e3 if xs else float("nan")  # noqa: E731
     print("cost of changing settings (1 worker, one request at a time, p50):")
+    base = r[("defaults", "repeat")]
+    print(f"  no temperature/max_tokens in the request: job received -> Run clicked "
+          f"{ms(base['submit']):.1f} ms; client time to first token {ms(base['ttft']):.1f} ms; "
+          f"{len(base['ttft'])} requests")
     for what, label in (("params", "parameter change (temperature, max_tokens)"),
                         ("model", "model switch (gemini-2.5-flash <-> gemini-2.5-pro)")):
         ch, rep = r[(what, "change")], r[(what, "repeat")]
