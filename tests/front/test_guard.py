@@ -181,7 +181,7 @@ async def test_cors_headers_only_for_listed_origins() -> None:
 
 BODY = {"status": "ok", "queue_length": 2, "busy": True, "mode": "real",
         "workers": [{"profile_id": "a", "account": "a@x"}, {"profile_id": "b"}],
-        "counters": {"jobs_done": 5}}
+        "models": ["m1", "m2", "m3"], "counters": {"jobs_done": 5}}
 
 
 def test_health_without_a_key_shows_only_status_and_counts() -> None:
