@@ -170,6 +170,15 @@ def remove_profile_data(run_dir: Path, program: str) -> None:
         pid = program[len(PROGRAM_PREFIX):]
         for sub in ("browsers", "snapshots"):
             shutil.rmtree(run_dir / sub / pid, ignore_errors=True)
+        from bpool import config
+        from bpool.worker import sandbox
+
+        try:  # a browser run as BPOOL_BROWSER_USER keeps its data in that user's home
+            user = sandbox.resolve_user(config.value("BPOOL_BROWSER_USER"))
+        except (sandbox.SandboxError, config.ConfigError):
+            user = None
+        if user is not None:
+            shutil.rmtree(user.data_root(run_dir) / pid, ignore_errors=True)
 
 
 def apply(proxy: Any, run_dir: Path) -> Applied:

@@ -161,3 +161,23 @@ async def test_without_user_namespaces_it_falls_back_to_no_sandbox(tmp_path, mon
     finally:
         browser.kill()  # the hard path reaps across the uid change too
     await _wait_gone(dirs.tag)
+
+
+@as_root_with_user
+def test_removing_a_profile_removes_its_browser_data_in_the_users_home(tmp_path, monkeypatch):
+    from bpool.ops import apply
+
+    monkeypatch.delenv("BPOOL_BROWSER_USER", raising=False)
+    user = sandbox.resolve_user(USER)
+    run = tmp_path / "run"
+    data = BrowserDirs.for_profile(run, "zed").for_user(user).data
+    (data / "user-data").mkdir(parents=True)
+    keep = BrowserDirs.for_profile(run, "amy").for_user(user).data
+    keep.mkdir(parents=True)
+    try:
+        apply.remove_profile_data(run, "browser-zed")
+        assert not data.exists() and keep.exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(user.data_root(run), ignore_errors=True)
