@@ -20,8 +20,10 @@ world there, that the relay's DOM events reach the automation's world, and that 
 scripts (run in the isolated world) drive the page. The driver refuses to start (exit 78) when
 the tap reports that it runs in an isolated world.
 
-Each profile's browser lives under `<run dir>/browsers/<profile>/` (private HOME and user-data
-dir, lock, pid record), is tagged for `procs.kill_tagged`, and is killed on every exit path.
+Each profile's browser has `<run dir>/browsers/<profile>/` (lock, pid record, launch wrapper;
+also its private HOME and user-data dir when it runs as the worker's own user), is tagged for
+`procs.kill_tagged`, and is killed on every exit path. A root worker runs it as
+`BPOOL_BROWSER_USER`, with HOME and user-data dir in that user's home (bpool.worker.sandbox).
 """
 
 from __future__ import annotations
