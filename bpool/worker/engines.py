@@ -251,6 +251,8 @@ def _remove_data(data: Path) -> None:
     """The browser's data (its copy of the session) and the pool's folder once it is empty."""
     shutil.rmtree(data, ignore_errors=True)
     try:
+        if [p.name for p in data.parent.iterdir()] == [sandbox.RUN_DIR_MARK]:
+            (data.parent / sandbox.RUN_DIR_MARK).unlink()  # the pool's last profile
         data.parent.rmdir()
     except OSError:  # other profiles of the pool still run
         pass
@@ -271,8 +273,8 @@ def _prepare(dirs: BrowserDirs, user: sandbox.BrowserUser | None) -> procs.Profi
     if user is not None and dirs.data is not None:
         shutil.rmtree(dirs.home, ignore_errors=True)
         # every level down from the user's home is the user's: it must be able to walk it
-        for d in (dirs.data.parent.parent, dirs.data.parent, dirs.data):
-            sandbox.make_private(d, user)
+        sandbox.claim_pool_folder(user, dirs.root.parent.parent)
+        sandbox.make_private(dirs.data, user)
     for d in (dirs.home, dirs.user_data):
         sandbox.make_private(d, user)
     return lock

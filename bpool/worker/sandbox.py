@@ -82,6 +82,29 @@ def resolve_user(name: str) -> BrowserUser | None:
     return BrowserUser(name, pw.pw_uid, pw.pw_gid, home)
 
 
+RUN_DIR_MARK = "run-dir"  # in each pool's folder: which run directory it belongs to
+
+
+def claim_pool_folder(user: BrowserUser, run_dir: Path) -> Path:
+    """This pool's folder in the user's home, marked with its run directory; folders of pools
+    whose run directory is gone (a test pool, a deleted checkout) and whose workers were
+    killed before they could clean up are removed on the way (they hold copies of sessions)."""
+    pools = user.home / "pools"
+    if pools.is_dir():
+        for folder in pools.iterdir():
+            try:
+                owner = Path((folder / RUN_DIR_MARK).read_text().strip())
+            except OSError:
+                continue
+            if not owner.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
+    folder = user.data_root(run_dir)
+    for d in (pools, folder):
+        make_private(d, user)
+    (folder / RUN_DIR_MARK).write_text(str(run_dir.resolve()))
+    return folder
+
+
 def setpriv_path() -> str:
     found = shutil.which("setpriv") or ("/usr/bin/setpriv" if os.access("/usr/bin/setpriv", os.X_OK)
                                          else None)

@@ -181,3 +181,24 @@ def test_removing_a_profile_removes_its_browser_data_in_the_users_home(tmp_path,
         import shutil
 
         shutil.rmtree(user.data_root(run), ignore_errors=True)
+
+
+@as_root_with_user
+def test_folders_of_pools_that_are_gone_are_pruned(tmp_path):
+    user = sandbox.resolve_user(USER)
+    gone, alive = tmp_path / "gone-run", tmp_path / "live-run"
+    gone.mkdir()
+    alive.mkdir()
+    try:
+        stale = sandbox.claim_pool_folder(user, gone)
+        (stale / "ghost" / "user-data").mkdir(parents=True)
+        gone.rmdir()  # the pool's run directory is deleted while its worker is killed
+        mine = sandbox.claim_pool_folder(user, alive)
+        assert not stale.exists()
+        assert (mine / sandbox.RUN_DIR_MARK).read_text() == str(alive.resolve())
+        assert mine.stat().st_uid == user.uid and mine.stat().st_mode & 0o777 == 0o700
+    finally:
+        import shutil
+
+        for run in (gone, alive):
+            shutil.rmtree(user.data_root(run), ignore_errors=True)
