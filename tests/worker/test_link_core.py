@@ -295,3 +295,14 @@ def test_the_drain_timeout_counts_from_the_stop() -> None:
     [failed] = [m for m in sent(acts) if isinstance(m, JobFailed)]
     assert failed == JobFailed("j1", error("worker_died", "worker stopped"), False)
     assert Exit(0) in acts
+
+
+def test_silence_of_exactly_the_liveness_is_still_alive_and_the_clock_restarts_after() -> None:
+    c = busy("j1")
+    c.on_message(Heartbeat(), 1.0)
+    assert not any(isinstance(a, Reconnect) for a in c.tick(4.0))  # 3.0 s: not more than 3
+    acts = c.tick(4.5)
+    assert Reconnect() in acts
+    # A fresh socket: silence is counted from now, not from before.
+    assert not any(isinstance(a, Reconnect) for a in c.tick(7.0))
+    assert Reconnect() in c.tick(7.6)
