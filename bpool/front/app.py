@@ -164,7 +164,8 @@ def make_runner(app: web.Application, settings: FrontSettings) -> web.AppRunner:
     # access_log=None: chat.py logs one line per request (id, job, profile, outcome, duration);
     # aiohttp's access log would also print the raw request line.
     return FrontRunner(app, handler_cancellation=True, access_log=None,
-                       shutdown_timeout=settings.drain_timeout_s,
+                       # aiohttp reads 0 as "no limit": no drain must cut at once instead.
+                       shutdown_timeout=settings.drain_timeout_s or 0.001,
                        keepalive_timeout=settings.keepalive_timeout_s)
 
 

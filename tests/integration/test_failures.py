@@ -182,3 +182,26 @@ async def test_sigterm_to_the_front_lets_open_responses_finish(
     assert text.endswith("see it through"), text
     await pool.await_until(lambda: not pool["front"].alive(), DETECT_S, "the front to exit")
     assert pool["front"].returncode == 0
+
+
+async def test_a_front_with_no_drain_time_cuts_open_responses_at_sigterm(
+        make_pool: PoolFactory, http: aiohttp.ClientSession) -> None:
+    """BPOOL_DRAIN_TIMEOUT_S=0 means no drain (aiohttp reads a 0 s shutdown timeout as none at
+    all, which would wait for every open answer to end)."""
+    import signal
+
+    pool = make_pool(["a"], worker_args=["--chunks", "600", "--chunk-interval-s", "0.2"],
+                     front_env={"BPOOL_DRAIN_TIMEOUT_S": "0"})
+    long_prompt = "two minutes long " * 200  # enough text for 600 chunks, 0.2 s apart
+    async with http.post(pool.api_url + "/chat/completions",
+                         json=chat_body(long_prompt, stream=True)) as resp:
+        assert resp.status == 200, await resp.text()
+        await resp.content.readline()
+        pool.signal("front", signal.SIGTERM)
+        try:
+            rest = await asyncio.wait_for(resp.content.read(), DETECT_S)
+        except aiohttp.ClientPayloadError:
+            rest = b""  # cut mid-chunk
+    assert b"[DONE]" not in rest  # cut, not finished (the answer takes two minutes)
+    await pool.await_until(lambda: not pool["front"].alive(), DETECT_S, "the front to exit")
+    assert pool["front"].returncode == 0
