@@ -47,6 +47,23 @@ def supervisord_path() -> str | None:
     return str(here) if here.exists() else shutil.which("supervisord")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--repeat", type=int, default=1, metavar="N",
+                     help="run each selected test N times (to show a test is not flaky)")
+
+
+@pytest.fixture
+def _repeat(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    n = metafunc.config.getoption("repeat")
+    if n > 1:
+        metafunc.fixturenames.append("_repeat")
+        metafunc.parametrize("_repeat", range(n), indirect=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chromium: needs a Chromium binary (skipped without one)")
     config.addinivalue_line("markers", "supervisord: needs supervisord (skipped without it)")
