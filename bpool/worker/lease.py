@@ -48,13 +48,13 @@ class Leasable:
 
     async def lease(self) -> str:
         if not self.leases:
-            raise JobError(error("bad_request", "account leases are off on this worker "
-                                                "(BPOOL_ACCOUNT_LEASES=1 turns them on)"))
+            raise JobError(ErrorInfo("bad_request", "account leases are off on this worker "
+                                     "(BPOOL_ACCOUNT_LEASES=1 turns them on)", 409))
         if self.browser is None or self.browser.engine != "chromium" or not hasattr(
                 self.browser, "dirs"):
-            raise JobError(error("bad_request", "only a Chromium the worker started itself can "
-                                                "be leased (not Camoufox, not an attached "
-                                                "browser)"))
+            raise JobError(ErrorInfo("bad_request", "only a Chromium the worker started itself "
+                                     "can be leased (not Camoufox, not an attached browser)",
+                                     409))
         self._lent_pages = frozenset(self.browser.context.pages)
         return devtools_ws_url(self.browser.dirs.user_data)
 

@@ -218,7 +218,8 @@ class _Link:
             elif isinstance(act, StartLease):
                 self.lease_task = asyncio.ensure_future(self.start_lease(act.lease_id))
             elif isinstance(act, EndLease):
-                self.lease_task = asyncio.ensure_future(self.end_lease(act.lease_id, self.lease_task))
+                starting = self.lease_task
+                self.lease_task = asyncio.ensure_future(self.end_lease(act.lease_id, starting))
             # ResetPage is awaited by run_job itself.
 
     async def run_job(self, job: Job, run_task: asyncio.Task) -> None:
@@ -261,8 +262,8 @@ class _Link:
         lease = getattr(self.backend, "lease", None)
         try:
             if lease is None:
-                raise JobError(error("bad_request", f"a {self.backend.engine or 'this'} worker "
-                                                    "cannot be leased"))
+                raise JobError(ErrorInfo("bad_request", f"a {self.backend.engine or 'this'} "
+                                         "worker cannot be leased", 409))
             ws_url = await lease()
         except JobError as exc:
             err = exc.error

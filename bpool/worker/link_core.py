@@ -162,8 +162,8 @@ class LinkCore:
         self.registered = True
         if isinstance(msg, Lease):
             if self.job is not None or self.lease is not None or self.stopping_since is not None:
-                return [self._send(LeaseFailed(msg.lease_id, error("bad_request", "worker busy")),
-                                   now)]
+                busy = ErrorInfo("bad_request", "worker busy", 409)
+                return [self._send(LeaseFailed(msg.lease_id, busy), now)]
             self.lease, self.lease_ending = msg.lease_id, False
             return [StartLease(msg.lease_id)]
         if isinstance(msg, LeaseEnd):

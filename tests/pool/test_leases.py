@@ -18,7 +18,8 @@ def to_front(acts, kind) -> list:
 
 
 def to_worker(acts, kind) -> list:
-    return [(a.identity, a.msg) for a in acts if isinstance(a, SendWorker) and isinstance(a.msg, kind)]
+    return [(a.identity, a.msg) for a in acts
+            if isinstance(a, SendWorker) and isinstance(a.msg, kind)]
 
 
 def lease(h: Harness, lease_id: str, profile: str, timeout_s: float = 60.0) -> list:
