@@ -1,7 +1,8 @@
 """An account lease end to end (docs/sessions.md "Account leases"): the simulator, the broker,
 the front and one real Chromium worker with BPOOL_ACCOUNT_LEASES=1. A Playwright client leases
 alice's browser through the front's relay, sees the studio logged in as alice, the session ends
-with DELETE, and the worker then answers a chat request again."""
+with DELETE, and the worker then answers a chat request again. Then alice is logged out on the
+simulator, and the operator logs her in again through a lease: she is back in rotation."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def request(pool: Pool, method: str, path: str, body: Any = None, timeout_s: flo
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pool, Sim]]:
     base = tmp_path_factory.mktemp("lease")
-    p = Pool(base, env={"BPOOL_BROWSER": "chromium", "BPOOL_ACCOUNT_LEASES": "1"})
+    # A short queue timeout: the request that finds alice logged out waits for no other account.
+    p = Pool(base, env={"BPOOL_BROWSER": "chromium", "BPOOL_ACCOUNT_LEASES": "1",
+                        "BPOOL_QUEUE_TIMEOUT_S": "5"})
     try:
         sim_dir, cookies = base / "sim", base / "cookies"
         _make_profiles(sim_dir, cookies, {**p.env, "BPOOL_SIM_DIR": str(sim_dir)})
@@ -96,3 +99,27 @@ async def test_a_leased_account_browser_is_reached_through_the_relay_and_returne
         assert status == 200 and ended["state"] == "ended" and ended["end_reason"] == "deleted"
     p.wait_states({"alice": "idle"}, 60.0)
     assert chat(p, "after the lease") == answer_for("alice", "after the lease")
+
+
+async def test_a_logged_out_account_is_repaired_through_a_lease(pool) -> None:
+    p, sim = pool
+    sim.admin("expire", {"account": "alice", "expired": True})
+    status, out = request(p, "POST", "/v1/chat/completions",
+                          {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert status >= 500, out  # the job finds the account logged out
+    p.wait_states({"alice": "logged_out"}, 30.0)
+    status, s = request(p, "POST", "/v1/sessions", {"profile": "alice"})
+    assert status == 201, s
+    async with async_playwright() as pw:
+        browser = await pw.chromium.connect_over_cdp(s["ws_url"])
+        page = await browser.contexts[0].new_page()
+        await page.goto(sim.url)
+        assert "ServiceLogin" in page.url  # what the operator finds: the sign-in page
+        await page.fill("#identifierId", "alice@sim.test")
+        await page.press("#identifierId", "Enter")
+        await page.fill('input[type="password"]', "sim-password")
+        await page.press('input[type="password"]', "Enter")
+        await page.wait_for_url(lambda url: "ServiceLogin" not in url and "signin" not in url)
+        assert request(p, "DELETE", f"/v1/sessions/{s['id']}")[0] == 200
+    p.wait_states({"alice": "idle"}, 60.0)
+    assert chat(p, "repaired") == answer_for("alice", "repaired")
