@@ -47,6 +47,11 @@ Conversation rules (the broker contract, docs/architecture.md):
   the broker forgets the worker.
 * `ProfileInfo` updates what /health shows about the worker's login (its cookie expiry after
   the worker saved a refreshed storage state); it has no effect on jobs or states.
+* Account leases (docs/sessions.md): `LeaseRequest` (front) → `Lease` (an idle or logged-out
+  worker, then state "leased", no jobs) → `Leased` (its browser's CDP URL) → `LeaseGranted`
+  (front); `LeaseEnd` (front, or the broker at the lease's deadline) → the worker resets its
+  browser, reports its account state and sends `Idle`. Refusals and ends the front did not ask
+  for reach it as `Failed(lease_id, ...)`.
 * The front sees `Assigned` (which profile serves the job), then the worker's `Chunk`s and `Done`
   forwarded byte for byte, or a `Failed` from the broker. The front pings the broker with `Ping`;
   `Pong.broker_id` changes when the broker restarts; the front then asks the new broker with
