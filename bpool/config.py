@@ -142,6 +142,7 @@ REGISTRY: dict[str, Var] = _vars(
     Var("BPOOL_S3_ACCESS_KEY", str, "", "access key of the recordings store (empty: boto3's own lookup, e.g. `AWS_ACCESS_KEY_ID`)", group="sessions"),
     Var("BPOOL_S3_SECRET_KEY", str, "", "secret key of the recordings store (never logged)", group="sessions"),
     Var("MINIO_BUCKET", str, "recordings", "bucket of the recordings (created when missing)", group="sessions"),
+    Var("BPOOL_ACCOUNT_LEASES", bool, False, "`1`: `POST /v1/sessions {\"profile\": ...}` may lease an idle or logged-out account's own Chromium (each worker's browser then listens for CDP on a loopback port; docs/sessions.md)", group="sessions"),
     # -- the studio simulator
     Var("BPOOL_SIM_HOST", str, "127.0.0.1", "simulator bind host (also the cookie domain of its profiles)", group="sim"),
     Var("BPOOL_SIM_PORT", Port, 9223, "simulator port (0 = any free port)", group="sim"),

@@ -47,6 +47,11 @@ Conversation rules (the broker contract, docs/architecture.md):
   the broker forgets the worker.
 * `ProfileInfo` updates what /health shows about the worker's login (its cookie expiry after
   the worker saved a refreshed storage state); it has no effect on jobs or states.
+* Account leases (docs/sessions.md): `LeaseRequest` (front) → `Lease` (an idle or logged-out
+  worker, then state "leased", no jobs) → `Leased` (its browser's CDP URL) → `LeaseGranted`
+  (front); `LeaseEnd` (front, or the broker at the lease's deadline) → the worker resets its
+  browser, reports its account state and sends `Idle`. Refusals and ends the front did not ask
+  for reach it as `Failed(lease_id, ...)`.
 * The front sees `Assigned` (which profile serves the job), then the worker's `Chunk`s and `Done`
   forwarded byte for byte, or a `Failed` from the broker. The front pings the broker with `Ping`;
   `Pong.broker_id` changes when the broker restarts; the front then asks the new broker with
@@ -146,7 +151,7 @@ def error(kind: str, message: str, *, retry_after_s: float | None = None) -> Err
 
 class WorkerStatus(_Part):
     profile_id: str
-    state: str  # idle | busy | cooling | paused | logged_out | needs_consent | draining
+    state: str  # idle | busy | cooling | paused | logged_out | needs_consent | draining | leased
     since_s: float  # seconds in this state
     jobs_served: int
     last_error: str | None
@@ -311,12 +316,62 @@ class Disconnect(_Msg):
     reason: str
 
 
-FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery, JobsQuery]
-BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply, JobsKnown]
+# ---------------------------------------------------------------------------- account leases
+# An operator borrows an idle (or logged-out) account's own browser over CDP, e.g. to log it in
+# again on a headless server (docs/sessions.md "Account leases"). The worker is held from
+# `Lease` until its `Idle`, like a job: it takes no job meanwhile. A refusal or the end of a
+# lease the front did not ask for reaches the front as `Failed(lease_id, ...)`.
+
+
+class LeaseRequest(_Msg):
+    """Front -> broker: lease the browser of `profile_id` for at most `timeout_s`."""
+
+    lease_id: str
+    profile_id: str
+    timeout_s: float
+
+
+class LeaseGranted(_Msg):
+    """Broker -> front: the account's browser answers CDP at `ws_url` (loopback of its host)."""
+
+    lease_id: str
+    profile_id: str
+    ws_url: str
+
+
+class LeaseEnd(_Msg):
+    """Front -> broker -> worker: give the browser back (the worker resets it, then `Idle`)."""
+
+    lease_id: str
+
+
+class Lease(_Msg):
+    """Broker -> worker: open your browser to a CDP client."""
+
+    lease_id: str
+
+
+class Leased(_Msg):
+    """Worker -> broker: the browser's CDP endpoint for the lease."""
+
+    lease_id: str
+    ws_url: str
+
+
+class LeaseFailed(_Msg):
+    """Worker -> broker: this worker cannot be leased (e.g. its engine has no CDP endpoint)."""
+
+    lease_id: str
+    error: ErrorInfo
+
+
+FrontToBroker = Union[Submit, Cancel, Ping, StatusQuery, JobsQuery, LeaseRequest, LeaseEnd]
+BrokerToFront = Union[Assigned, Chunk, Done, Failed, Pong, StatusReply, JobsKnown, LeaseGranted]
 WorkerToBroker = Union[
-    Ready, Heartbeat, Started, Chunk, Done, JobFailed, Idle, AccountState, Goodbye, ProfileInfo
+    Ready, Heartbeat, Started, Chunk, Done, JobFailed, Idle, AccountState, Goodbye, ProfileInfo,
+    Leased, LeaseFailed,
 ]
-BrokerToWorker = Union[Assign, Cancel, Heartbeat, Disconnect]
+BrokerToWorker = Union[Assign, Cancel, Heartbeat, Disconnect, Lease, LeaseEnd]
 
 DecodeError = msgspec.DecodeError
 

@@ -22,13 +22,13 @@ from bpool.wire import sockets as _zmq
 from bpool.front.errors import ApiError
 from bpool.protocol import (
     Assigned, BrokerToFront, Cancel, Chunk, Done, ErrorInfo, Failed, JobsKnown, JobsQuery, JobSpec,
-    Ping, PoolStatus,
+    LeaseEnd, LeaseGranted, LeaseRequest, Ping, PoolStatus,
     Pong, StatusQuery, StatusReply, Submit,
 )
 
 log = logging.getLogger("bpool.front")
 
-JobEvent = Assigned | Chunk | Done | Failed
+JobEvent = Assigned | Chunk | Done | Failed | LeaseGranted
 
 
 class BrokerWatch:
@@ -143,6 +143,30 @@ class BrokerLink:
             # No broker: it has forgotten the job anyway (a restarted broker fails it itself).
             log.info("could not send Cancel for job %s: %s", job_id, exc)
 
+    def lease(self, lease_id: str, profile_id: str, timeout_s: float) -> asyncio.Queue[JobEvent]:
+        """Ask for an account lease (docs/sessions.md): `LeaseGranted`, then a `Failed` when
+        the pool ends it (or at once when refused), arrive on the returned queue. Tracked like
+        a job, so a lost or restarted broker fails it too."""
+        if self.watch.lost(self.clock()):
+            raise ApiError(503, "The broker is not answering; try again shortly",
+                           code="broker_lost", retry_after_s=max(1.0, self.interval_s))
+        try:
+            self._send(LeaseRequest(lease_id, profile_id, timeout_s))
+        except zmq.ZMQError:
+            raise ApiError(503, "No broker is connected; try again shortly",
+                           code="broker_unavailable", retry_after_s=1.0) from None
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self.jobs[lease_id] = queue
+        return queue
+
+    def end_lease(self, lease_id: str) -> None:
+        """Give a leased browser back. Never raises."""
+        self.jobs.pop(lease_id, None)
+        try:
+            self._send(LeaseEnd(lease_id))
+        except zmq.ZMQError as exc:
+            log.info("could not send LeaseEnd for %s: %s", lease_id, exc)
+
     def forget(self, job_id: str) -> None:
         self.jobs.pop(job_id, None)
 
@@ -206,6 +230,10 @@ class BrokerLink:
             fut = self.queries.get(msg.query_id)
             if fut is not None and not fut.done():
                 fut.set_result(msg.status)
+        elif isinstance(msg, LeaseGranted):
+            queue = self.jobs.get(msg.lease_id)
+            if queue is not None:
+                queue.put_nowait(msg)
         else:
             queue = self.jobs.get(msg.job_id)
             if queue is None:

@@ -31,7 +31,7 @@ OTHER = "other"
 NONE = "none"  # no profile: the request never reached a worker
 # Every state a worker can be in (protocol.WorkerStatus.state), and "gone": a profile this front
 # saw before that is no longer registered (killed, expired, removed).
-WORKER_STATES = ("idle", "busy", "cooling", "paused", "logged_out", "needs_consent", "draining",
+WORKER_STATES = ("idle", "busy", "cooling", "paused", "logged_out", "needs_consent", "draining", "leased",
                  "gone")
 # Broker counters (pool/state.py COUNTERS) shown as bpool_jobs_total{event}.
 JOB_EVENTS = {"submitted": "jobs_submitted", "started": "jobs_started", "finished": "jobs_done",

@@ -15,14 +15,16 @@ from collections import deque
 
 from bpool.pool.health import AccountHealth
 from bpool.pool.jobs import JobBook
+from bpool.pool.leases import LeaseBook
 from bpool.pool.state import (
     COUNTERS, MAX_MOVES, MOVABLE_KINDS, TIMED_STATES, Action, ForwardFront, Job, SendFront,
     SendWorker, Worker, WorkerState, can_take, nobody_in_time, rest_left, worker_status,
 )
 from bpool.protocol import (
     PROTOCOL_VERSION, AccountState, Cancel, Chunk, Disconnect, Done,
-    Failed, Goodbye, Heartbeat, Idle, JobFailed, JobsKnown, JobsQuery, Ping, PoolStatus, Pong,
-    ProfileInfo, Ready, Started, StatusQuery, StatusReply, Submit, error,
+    Failed, Goodbye, Heartbeat, Idle, JobFailed, JobsKnown, JobsQuery, LeaseEnd, LeaseFailed,
+    LeaseRequest, Leased, Ping, PoolStatus, Pong, ProfileInfo, Ready, Started, StatusQuery,
+    StatusReply, Submit, error,
 )
 
 __all__ = ["Action", "BrokerCore", "ForwardFront", "SendFront", "SendWorker"]
@@ -30,7 +32,7 @@ __all__ = ["Action", "BrokerCore", "ForwardFront", "SendFront", "SendWorker"]
 log = logging.getLogger("bpool.broker")
 
 
-class BrokerCore(AccountHealth, JobBook):
+class BrokerCore(AccountHealth, JobBook, LeaseBook):
     def __init__(
         self,
         *,
@@ -86,9 +88,12 @@ class BrokerCore(AccountHealth, JobBook):
                 self._on_account_state(w, err, model, now, acts)
             case ProfileInfo(cookie_expires_at=expires):
                 w.cookie_expires_at = expires
+            case Leased() | LeaseFailed():
+                self._on_leased(w, msg, acts)
             case Goodbye(reason=reason):
                 w.leaving = True
                 if w.job is None:
+                    self._lease_over(w, f"the worker left ({reason})", acts)
                     self._forget(w, f"said goodbye ({reason})")
                 else:
                     self._set_state(w, "draining", now)
@@ -201,6 +206,8 @@ class BrokerCore(AccountHealth, JobBook):
         if not w.held:
             return  # a repeated Idle, or one from an excluded worker: nothing to do
         w.held = False
+        if w.lease is not None:  # its browser is reset: the lease is over
+            self._lease_over(w, "the worker ended the lease", acts)
         if w.job is not None:  # the worker dropped a job it never finished
             job, w.job = w.job, None
             self._lose_job(job, w, "went idle without finishing the job", now, acts)
@@ -238,6 +245,10 @@ class BrokerCore(AccountHealth, JobBook):
             case JobsQuery(query_id=qid, job_ids=job_ids):
                 known = tuple(j for j in job_ids if j in self._jobs)
                 acts.append(SendFront(front, JobsKnown(qid, known)))
+            case LeaseRequest():
+                self._on_lease_request(front, msg, now, acts)
+            case LeaseEnd(lease_id=lease_id):
+                self._on_lease_end(front, lease_id, acts)
         return acts
 
     def on_front_garbage(self, front: bytes, now: float) -> list[Action]:
@@ -252,6 +263,9 @@ class BrokerCore(AccountHealth, JobBook):
             self.counters["fronts_lost"] += 1
         for job in lost:
             self._cancel(job, acts)
+        for w in list(self._workers.values()):  # nobody is left to use its leases
+            if w.lease is not None and w.lease.front == front:
+                self._on_lease_end(front, w.lease.lease_id, acts)
         return acts
 
     def _on_submit(self, front: bytes, msg: Submit, now: float, acts) -> None:
@@ -309,6 +323,7 @@ class BrokerCore(AccountHealth, JobBook):
                 acts.append(SendWorker(w.identity, Heartbeat()))
         if now >= self._next_cool_end:
             self._expire_cooldowns(now, acts)
+        self._lease_deadlines(now, acts)
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             deadline, _, job = heapq.heappop(heap)
@@ -359,6 +374,7 @@ class BrokerCore(AccountHealth, JobBook):
         self._idle.append(w)
 
     def _remove(self, w: Worker, why: str, now: float, acts) -> None:
+        self._lease_over(w, f"worker {w.profile} {why} during the lease", acts)
         self._forget(w, why)
         if w.job is not None:
             job, w.job = w.job, None

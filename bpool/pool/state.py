@@ -10,7 +10,8 @@ from bpool.protocol import (
     Ready, StatusReply, WorkerStatus, error,
 )
 
-WorkerState = Literal["idle", "busy", "draining", "cooling", "paused", "logged_out", "needs_consent"]
+WorkerState = Literal["idle", "busy", "draining", "cooling", "paused", "logged_out", "needs_consent",
+                      "leased"]
 JobState = Literal["queued", "running", "ended"]
 
 MAX_MOVES = 3  # a job goes to at most this many further workers, whatever the reasons
@@ -99,6 +100,7 @@ class Worker:
     # every registration of the profile (a quota belongs to the account, not to a process).
     cooling: dict[str, float] = field(default_factory=dict)
     usage: dict[str, "UsageRow"] = field(default_factory=dict)  # the profile's rows, by model
+    lease: object = None  # pool.leases.LeaseRec while an operator borrows its browser
 
     @property
     def profile(self) -> str:

@@ -26,10 +26,12 @@ import msgspec
 from aiohttp import web
 
 from bpool import config
+from bpool.front.appstate import LINK as BROKER
 from bpool.front.errors import ApiError, json_response
 from bpool.front.settings import presented_key
 from bpool.sessions import protocol as sp
 from bpool.sessions.log import key_id_of
+from bpool.sessions.leases import FrontLeases
 from bpool.sessions.link import PlacementUnavailable, SessionLink
 from bpool.sessions.metrics import install_metrics
 from bpool.sessions.placement_shell import front_endpoint
@@ -51,6 +53,7 @@ class SessionApiSettings:
         "heartbeat_interval_s": "BPOOL_HEARTBEAT_INTERVAL_S",
         "heartbeat_liveness": "BPOOL_HEARTBEAT_LIVENESS",
         "status_timeout_s": "BPOOL_STATUS_TIMEOUT_S",
+        "account_leases": "BPOOL_ACCOUNT_LEASES",
     }
     endpoint: str
     timeout_s: config.Positive = config.default("BPOOL_SESSION_TIMEOUT_S")
@@ -60,6 +63,7 @@ class SessionApiSettings:
     heartbeat_interval_s: config.Positive = config.default("BPOOL_HEARTBEAT_INTERVAL_S")
     heartbeat_liveness: config.Count = config.default("BPOOL_HEARTBEAT_LIVENESS")
     status_timeout_s: config.Positive = config.default("BPOOL_STATUS_TIMEOUT_S")
+    account_leases: bool = config.default("BPOOL_ACCOUNT_LEASES")
 
     @classmethod
     def from_env(cls) -> "SessionApiSettings":
@@ -69,6 +73,7 @@ class SessionApiSettings:
 SETTINGS = web.AppKey("session_settings", SessionApiSettings)
 LINK = web.AppKey("session_link", SessionLink)
 RELAYS = web.AppKey("session_relays", Relays)
+LEASES = web.AppKey("session_leases", FrontLeases)
 HTTP = web.AppKey("session_http", aiohttp.ClientSession)
 
 
@@ -87,9 +92,10 @@ def _number(body: dict, name: str, low: float, high: float, default: float,
     return float(value)
 
 
-def parse_create(raw: bytes, s: SessionApiSettings, key_id: str = "anonymous"
-                 ) -> sp.CreateSession:
-    """The request body as a CreateSession (req 0), or ApiError 400 / 501 saying what is wrong."""
+def parse_create(raw: bytes, s: SessionApiSettings, key_id: str = "anonymous",
+                 leases: bool = False) -> sp.CreateSession:
+    """The request body as a CreateSession (req 0), or ApiError 400 / 501 saying what is wrong.
+    With `leases`, a `profile` is allowed (create() reads it itself)."""
     try:
         body: Any = msgspec.json.decode(raw) if raw.strip() else {}
     except msgspec.DecodeError:
@@ -100,8 +106,17 @@ def parse_create(raw: bytes, s: SessionApiSettings, key_id: str = "anonymous"
     if unknown:
         raise ApiError(400, f"unknown field {unknown[0]!r} (known: {', '.join(sorted(FIELDS))})",
                        param=unknown[0], code="unknown_field")
-    if body.get("profile") is not None:
-        raise ApiError(501, "leasing an account's browser (profile) is not supported yet",
+    profile = body.get("profile")
+    if profile is not None and leases:
+        if not isinstance(profile, str) or not profile.strip():
+            raise ApiError(400, "profile must be a profile's name", param="profile",
+                           code="invalid_value")
+        if body.get("record") not in (None, "none"):
+            raise ApiError(400, "a lease of an account's browser is not recorded",
+                           param="record", code="invalid_value")
+    elif profile is not None:
+        raise ApiError(501, "leasing an account's browser (profile) is off on this pool "
+                            "(BPOOL_ACCOUNT_LEASES=1 turns it on)",
                        param="profile", code="not_supported")
     record = body.get("record") or "none"
     if record not in sp.RECORD_KINDS:
@@ -150,7 +165,14 @@ def _session_id(request: web.Request) -> str:
 async def create(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
     key = presented_key(request.headers.get("Authorization"), request.headers.get("X-API-Key"))
-    ask = parse_create(await request.read(), s, key_id_of(key))
+    raw = await request.read()
+    ask = parse_create(raw, s, key_id_of(key), leases=s.account_leases)
+    profile = msgspec.json.decode(raw).get("profile") if raw.strip() else None
+    if profile is not None:  # an account lease, through the broker (sessions/leases.py)
+        info = await request.app[LEASES].create(
+            request.app[BROKER], profile.strip(), ask.timeout_s, ask.idle_timeout_s, ask.key_id,
+            s.start_timeout_s + 5)
+        return json_response(public(request, info), 201)
     reply = await _ask(request, lambda req: msgspec.structs.replace(ask, req=req),
                        ask.queue_s + s.start_timeout_s + 10)  # the placement's bound + 5 s
     if reply.error is not None or reply.session is None:
@@ -164,6 +186,9 @@ async def create(request: web.Request) -> web.Response:
 
 async def get_one(request: web.Request) -> web.Response:
     sid = _session_id(request)
+    leased = request.app[LEASES].get(sid)
+    if leased is not None:
+        return json_response(public(request, leased))
     reply = await _ask(request, lambda req: sp.GetSession(req, sid))
     if reply.session is None:
         raise _reply_error(reply)
@@ -183,12 +208,17 @@ async def list_all(request: web.Request) -> web.Response:
         raise ApiError(400, "limit must be a whole number from 1 to 1000", param="limit",
                        code="invalid_value")
     reply = await _ask(request, lambda req: sp.ListSessions(req, state, limit))
+    leased = [i for i in request.app[LEASES].all() if state is None or i.state == state]
     return json_response({"object": "list",
-                          "data": [public(request, i) for i in reply.sessions]})
+                          "data": [public(request, i) for i in [*leased, *reply.sessions]][:limit]})
 
 
 async def delete(request: web.Request) -> web.Response:
     sid = _session_id(request)
+    leased = await request.app[LEASES].delete(request.app[BROKER], sid)
+    if leased is not None:
+        log.info("session %s (lease of %s) deleted", sid, leased.profile)
+        return json_response(public(request, leased))
     reply = await _ask(request, lambda req: sp.DeleteSession(req, sid))
     if reply.session is None:
         raise _reply_error(reply)
@@ -198,10 +228,12 @@ async def delete(request: web.Request) -> web.Response:
 
 async def _live(request: web.Request) -> sp.SessionInfo:
     sid = _session_id(request)
-    reply = await _ask(request, lambda req: sp.GetSession(req, sid))
-    if reply.session is None:
-        raise _reply_error(reply)
-    info = reply.session
+    info = request.app[LEASES].get(sid)
+    if info is None:
+        reply = await _ask(request, lambda req: sp.GetSession(req, sid))
+        if reply.session is None:
+            raise _reply_error(reply)
+        info = reply.session
     if info.state == "ended":
         raise ApiError(410, f"the session has ended ({info.end_reason})", code="session_ended")
     if not info.ws_url:
@@ -220,6 +252,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         """Why the session's browser went away. A host that died is noticed by the placement
         only after its heartbeats stop: wait that long for the reason before saying none."""
         deadline = loop.time() + s.heartbeat_interval_s * s.heartbeat_liveness + 1.0
+        while (leased := request.app[LEASES].get(sid)) is not None:
+            if leased.state == "ended":
+                return leased.end_reason
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(0.2)
         while True:
             try:
                 reply = await request.app[LINK].ask(lambda req: sp.GetSession(req, sid), 2.0)
@@ -266,6 +304,7 @@ def install(app: web.Application) -> None:
     s = SessionApiSettings.from_env()
     app[SETTINGS] = s
     relays = app[RELAYS] = Relays()
+    leases = app[LEASES] = FrontLeases(relays)
     install_metrics(app, relays)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -280,6 +319,8 @@ def install(app: web.Application) -> None:
 
     async def on_shutdown(app: web.Application) -> None:
         await relays.close_all(CLOSE_GOING_AWAY, "the front is shutting down")
+        if BROKER in app:
+            await leases.close_all(app[BROKER])  # the accounts go back to rotation
 
     app.cleanup_ctx.append(lifetime)
     app.on_shutdown.append(on_shutdown)

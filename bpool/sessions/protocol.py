@@ -61,6 +61,7 @@ class SessionInfo(_Part):
     bytes_from_browser: int = 0
     recording: str | None = None  # where the recording was stored
     key_id: str = ""  # which API key created it (bpool.sessions.log.key_id_of; not secret)
+    profile: str | None = None  # an account lease: the leased profile (docs/sessions.md)
 
 
 class HostSession(_Part):

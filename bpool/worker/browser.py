@@ -24,6 +24,7 @@ from bpool.studio.outcomes import BrowserGone, StepError
 from bpool.worker.profiles import Profile
 from bpool.worker.link import BackendDead, Job, JobError, LinkSettings, run_worker
 from bpool.worker import refresh
+from bpool.worker.lease import Leasable
 
 log = logging.getLogger("bpool.browser")
 PROG = "bpool.browser_proc"
@@ -53,8 +54,8 @@ class WorkerSettings:
                    endpoints=config.value("BPOOL_BROWSER_ENDPOINTS"))
 
 
-class BrowserBackend:
-    """worker_link.Backend on top of the studio driver."""
+class BrowserBackend(Leasable):
+    """worker_link.Backend on top of the studio driver (leases: worker/lease.py)."""
 
     def __init__(self, profile_id: str, engine: str, driver: StudioDriver):
         self.profile_id = profile_id
@@ -94,6 +95,7 @@ async def open_studio(browser: LaunchedBrowser, profile: Profile, settings: Work
     await driver.install()
     driver.watch(browser.gone)
     backend = BrowserBackend(profile.id, browser.engine, driver)
+    backend.browser, backend.leases = browser, settings.engine.account_leases
     try:
         await driver.open()
     except StepError as exc:

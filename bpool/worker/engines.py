@@ -80,6 +80,7 @@ class EngineSettings:
         "browser": "BPOOL_BROWSER", "chromium_path": "BPOOL_CHROMIUM_PATH",
         "headless": "BPOOL_HEADLESS", "launch_timeout_s": "BPOOL_LAUNCH_TIMEOUT_S",
         "browser_user": "BPOOL_BROWSER_USER", "chromium_args": "BPOOL_CHROMIUM_ARGS",
+        "account_leases": "BPOOL_ACCOUNT_LEASES",
     }
     browser: Literal["auto", "camoufox", "chromium"] = config.default("BPOOL_BROWSER")
     chromium_path: Path = Path(config.default("BPOOL_CHROMIUM_PATH"))
@@ -88,6 +89,7 @@ class EngineSettings:
     close_timeout_s: float = 10.0
     browser_user: str = config.default("BPOOL_BROWSER_USER")
     chromium_args: str = config.default("BPOOL_CHROMIUM_ARGS")  # more flags, shell-quoted
+    account_leases: bool = config.default("BPOOL_ACCOUNT_LEASES")  # CDP on a loopback port
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "EngineSettings":
@@ -328,6 +330,14 @@ async def _start_playwright(tag: str) -> Any:
             os.environ["NODE_OPTIONS"] = saved
 
 
+def lease_args(settings: EngineSettings) -> list[str]:
+    """A CDP port for account leases (docs/sessions.md): loopback only, a free port chosen by
+    Chromium, which writes it to DevToolsActivePort in the user-data dir."""
+    if not settings.account_leases:
+        return []
+    return ["--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"]
+
+
 async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDirs) -> LaunchedBrowser:
     """Start the chosen browser with a persistent, private context; never leaks a half-launch.
     A root worker starts it as BPOOL_BROWSER_USER (bpool.worker.sandbox); the returned
@@ -361,7 +371,8 @@ async def launch(choice: EngineChoice, settings: EngineSettings, dirs: BrowserDi
             ua = await _chromium_user_agent(choice.executable) if settings.headless else None
             ctx = await pw.chromium.launch_persistent_context(
                 str(dirs.user_data), executable_path=str(executable),
-                args=[*CHROMIUM_ARGS, *shlex.split(settings.chromium_args)], user_agent=ua, viewport=VIEWPORT,
+                args=[*CHROMIUM_ARGS, *shlex.split(settings.chromium_args), *lease_args(settings)],
+                user_agent=ua, viewport=VIEWPORT,
                 chromium_sandbox=sandbox.use_sandbox(user), **common,
             )
     except BaseException:

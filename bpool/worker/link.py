@@ -28,9 +28,9 @@ from bpool.wire import curve
 from bpool.protocol import (PROTOCOL_VERSION, Assign, BrokerToWorker, Disconnect, Done, ErrorInfo,
                             JobFailed, JobSpec, NativeCall, ProfileInfo, Ready, Usage, decoder,
                             encoder, error)
-from bpool.worker.link_core import (BackendGone, Cancelled, CancelRun, Exit, Failed, Finished,
-                                    LinkCore, LinkTimes, Reconnect, ResetPage, RunOutcome, Send,
-                                    StartRun)
+from bpool.worker.link_core import (BackendGone, Cancelled, CancelRun, EndLease, Exit, Failed,
+                                    Finished, LinkCore, LinkTimes, Reconnect, ResetPage,
+                                    RunOutcome, Send, StartLease, StartRun)
 
 log = logging.getLogger("bpool.worker")
 
@@ -57,6 +57,11 @@ class Backend(Protocol):
     async def run(self, job: "Job") -> tuple[str, Usage | None]: ...
 
     async def reset(self) -> None: ...
+
+    # Optional, for account leases (docs/sessions.md): `lease()` returns the browser's CDP
+    # WebSocket URL (raises JobError to refuse); `end_lease()` takes the browser back and
+    # returns the account's state found afterwards (None: usable). A backend without them
+    # refuses every lease.
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class _Link:
         self.exit_code: int | None = None
         self.readable: _zmq.Readable
         self.told_expiry: float | None = None  # the cookie expiry the broker last heard of
+        self.lease_task: asyncio.Task | None = None
 
     # -- socket
 
@@ -209,6 +215,11 @@ class _Link:
                 self.open()
             elif isinstance(act, Exit):
                 self.exit_code = act.code
+            elif isinstance(act, StartLease):
+                self.lease_task = asyncio.ensure_future(self.start_lease(act.lease_id))
+            elif isinstance(act, EndLease):
+                starting = self.lease_task
+                self.lease_task = asyncio.ensure_future(self.end_lease(act.lease_id, starting))
             # ResetPage is awaited by run_job itself.
 
     async def run_job(self, job: Job, run_task: asyncio.Task) -> None:
@@ -244,6 +255,39 @@ class _Link:
         self.run_task = None
         if self.settings.timings_path:
             self.write_timings(job, type(reply).__name__ if reply is not None else "abandoned")
+
+    async def start_lease(self, lease_id: str) -> None:
+        ws_url: str | None = None
+        err: ErrorInfo | None = None
+        lease = getattr(self.backend, "lease", None)
+        try:
+            if lease is None:
+                raise JobError(ErrorInfo("bad_request", f"a {self.backend.engine or 'this'} "
+                                         "worker cannot be leased", 409))
+            ws_url = await lease()
+        except JobError as exc:
+            err = exc.error
+        except Exception as exc:
+            log.error("could not open the browser to a lease: %s", exc)
+            err = error("internal", f"could not open the browser: {exc}")
+        if ws_url is not None:
+            log.info("browser leased (%s)", lease_id)
+        self.perform(self.core.lease_started(lease_id, ws_url, err, time.monotonic()))
+
+    async def end_lease(self, lease_id: str, starting: asyncio.Task | None) -> None:
+        if starting is not None and not starting.done():
+            await asyncio.gather(starting, return_exceptions=True)
+        ok, account = True, self.backend.unusable
+        end = getattr(self.backend, "end_lease", None)
+        if end is not None:
+            try:
+                account = await end()
+            except Exception as exc:
+                log.error("could not take the browser back after a lease: %s", exc)
+                ok = False
+        log.info("lease %s over; account %s", lease_id,
+                 "usable" if account is None else account.kind)
+        self.perform(self.core.lease_finished(lease_id, ok, account, time.monotonic()))
 
     def write_timings(self, job: Job, outcome: str) -> None:
         line = {"profile": self.backend.profile_id, "job_id": job.id, "outcome": outcome,
@@ -289,7 +333,7 @@ class _Link:
                 await self.readable.wait(wait_s)
 
     async def shutdown(self) -> None:
-        for task in (self.run_task, self.job_task):
+        for task in (self.run_task, self.job_task, self.lease_task):
             if task is not None and not task.done():
                 task.cancel()
                 try:

@@ -4,7 +4,9 @@
 the broker answers), heartbeats (also while a job runs or drains), one job at a time, `Started`
 before the first output, `Done`/`JobFailed` when the job ends, `Idle` only after the page was
 reset, re-registration after `Disconnect`, a fresh socket when the broker goes silent, and
-drain + `Goodbye` on stop. Each call takes `now` and returns actions; the shell
+drain + `Goodbye` on stop, and account leases: `Lease` opens the browser to a CDP client
+(`Leased` with its endpoint), `LeaseEnd` (or losing the broker) resets it, then the account's
+state as found after the lease and `Idle`. Each call takes `now` and returns actions; the shell
 (`bpool.worker.link`) owns the socket, the backend's tasks and the timers, and performs them.
 """
 
@@ -13,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
-from bpool.protocol import (Assign, Cancel, Chunk, Disconnect, Done, ErrorInfo, Goodbye, Heartbeat,
-                            Idle, JobFailed, JobSpec, NativeCall, Ready, Started, Usage, error)
+from bpool.protocol import (AccountState, Assign, Cancel, Chunk, Disconnect, Done, ErrorInfo,
+                            Goodbye, Heartbeat, Idle, JobFailed, JobSpec, Lease, LeaseEnd,
+                            LeaseFailed, Leased, NativeCall, Ready, Started, Usage, error)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,22 @@ class Exit:
     code: int
 
 
-Action = Union[Send, StartRun, CancelRun, ResetPage, Reconnect, Exit]
+@dataclass(frozen=True)
+class StartLease:
+    """Open the browser to a CDP client, then call `lease_started`."""
+
+    lease_id: str
+
+
+@dataclass(frozen=True)
+class EndLease:
+    """Take the browser back (close what the client opened, reset the page, check the login),
+    then call `lease_finished`."""
+
+    lease_id: str
+
+
+Action = Union[Send, StartRun, CancelRun, ResetPage, Reconnect, Exit, StartLease, EndLease]
 
 
 # How a backend's run ended (the shell maps exceptions to these).
@@ -113,6 +131,8 @@ class LinkCore:
     last_send: float = float("-inf")
     last_disconnect: float = float("-inf")
     abandoned: set[str] = field(default_factory=set)  # jobs the broker has forgotten
+    lease: str | None = None  # the lease id, from Lease until the browser is taken back
+    lease_ending: bool = False
 
     # -- socket
 
@@ -140,8 +160,16 @@ class LinkCore:
             self.last_disconnect = now
             return acts
         self.registered = True
+        if isinstance(msg, Lease):
+            if self.job is not None or self.lease is not None or self.stopping_since is not None:
+                busy = ErrorInfo("bad_request", "worker busy", 409)
+                return [self._send(LeaseFailed(msg.lease_id, busy), now)]
+            self.lease, self.lease_ending = msg.lease_id, False
+            return [StartLease(msg.lease_id)]
+        if isinstance(msg, LeaseEnd):
+            return self._end_lease() if self.lease == msg.lease_id else []
         if isinstance(msg, Assign):
-            if self.job is not None or self.stopping_since is not None:
+            if self.job is not None or self.lease is not None or self.stopping_since is not None:
                 return [self._send(JobFailed(msg.job_id, error("internal", "worker busy"), False), now)]
             self.job = JobState(msg.job_id)
             return [StartRun(msg.job_id, msg.spec)]
@@ -151,8 +179,16 @@ class LinkCore:
                 return [CancelRun(job.id)]
         return []
 
+    def _end_lease(self) -> list[Action]:
+        if self.lease is None or self.lease_ending:
+            return []
+        self.lease_ending = True
+        return [EndLease(self.lease)]
+
     def _abandon(self) -> list[Action]:
         """The broker no longer knows our job: stop it silently (the reset still happens)."""
+        if self.lease is not None:
+            return self._end_lease()
         job = self.job
         if job is None or job.id in self.abandoned:
             return []
@@ -223,6 +259,33 @@ class LinkCore:
             self.abandoned.discard(self.job.id)
         self.job = None
 
+    # -- leases, from the backend
+
+    def lease_started(self, lease_id: str, ws_url: str | None, err: ErrorInfo | None,
+                      now: float) -> list[Action]:
+        """The browser's CDP endpoint (or why there is none: then it is taken back at once)."""
+        if self.lease != lease_id or self.lease_ending:
+            return []
+        if ws_url is not None:
+            return [self._send(Leased(lease_id, ws_url), now)]
+        acts: list[Action] = [self._send(LeaseFailed(
+            lease_id, err or error("internal", "the browser has no CDP endpoint")), now)]
+        return acts + self._end_lease()
+
+    def lease_finished(self, lease_id: str, ok: bool, account: ErrorInfo | None,
+                       now: float) -> list[Action]:
+        """The browser is back to its clean state; `account` is the login found after the
+        lease (None: usable), said before `Idle` so a repaired account returns to rotation."""
+        if self.lease != lease_id:
+            return []
+        self.lease, self.lease_ending = None, False
+        if not ok:
+            self.dead = True
+            return []
+        if not self.registered:
+            return []  # the next Ready carries the account's state
+        return [self._send(AccountState(account), now), self._send(Idle(), now)]
+
     def backend_dead(self) -> None:
         self.dead = True
 
@@ -257,7 +320,7 @@ class LinkCore:
         if now - self.last_send >= t.heartbeat_interval_s:
             if not self.registered:
                 # Never re-register while a forgotten job still resets, nor when stopping.
-                if self.job is None and self.stopping_since is None:
+                if self.job is None and self.lease is None and self.stopping_since is None:
                     acts.append(self._send(self.ready(), now))
             elif t.send_heartbeats:
                 acts.append(self._send(Heartbeat(), now))  # also while draining
