@@ -16,6 +16,7 @@ from playwright.async_api import async_playwright
 
 from bpool.testing.browser_pool import (MODEL, Sim, _make_profiles, answer_for, kill_leftovers,
                                         wait_no_leftovers)
+from bpool.sessions.log import open_log
 from bpool.testing.pool import Pool
 from bpool.worker import engines
 
@@ -97,6 +98,11 @@ async def test_a_leased_account_browser_is_reached_through_the_relay_and_returne
         assert request(p, "GET", f"/v1/sessions/{s['id']}")[1]["state"] == "connected"
         status, ended = request(p, "DELETE", f"/v1/sessions/{s['id']}")
         assert status == 200 and ended["state"] == "ended" and ended["end_reason"] == "deleted"
+    async with open_log(p.run_dir, None) as book:  # the lease is a row of the session log
+        row = await book.get(s["id"])
+    assert row is not None and (row.profile, row.state, row.end_reason) == (
+        "alice", "ended", "deleted"), row
+    assert row.connected_at is not None and row.bytes_from_browser > 0, row
     p.wait_states({"alice": "idle"}, 60.0)
     assert chat(p, "after the lease") == answer_for("alice", "after the lease")
 

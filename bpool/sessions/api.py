@@ -30,6 +30,7 @@ from bpool.front.appstate import LINK as BROKER
 from bpool.front.errors import ApiError, json_response
 from bpool.front.settings import presented_key
 from bpool.sessions import protocol as sp
+from bpool.sessions.book import open_book
 from bpool.sessions.log import key_id_of
 from bpool.sessions.leases import FrontLeases
 from bpool.sessions.link import PlacementUnavailable, SessionLink
@@ -312,7 +313,12 @@ def install(app: web.Application) -> None:
         await link.start()
         app[LINK] = link
         app[HTTP] = aiohttp.ClientSession()
+        if s.account_leases:  # leases are written to the log by the front that holds them
+            leases.book = open_book(config.run_dir())
+            await leases.book.open()
         yield
+        if leases.book is not None:  # on_shutdown has ended (and written) the leases
+            await leases.book.close()
         await relays.close_all(CLOSE_GOING_AWAY, "the front is shutting down")
         await app[HTTP].close()
         await link.close()

@@ -7,6 +7,10 @@ URL (`LeaseGranted`), and shows the lease as a session with `profile` set: the s
 same GET / DELETE. The lease lives in this front's memory; it ends on DELETE, when no client
 has been attached and no CDP frame has passed for its idle timeout, at its timeout (the broker's
 deadline), or when its worker or the broker goes away (the broker's `Failed`).
+
+Every lease is also a row of the session log (the same log placement writes: SQLite under the
+run directory or PostgreSQL), with its profile, when it was connected and ended, why, and the
+bytes relayed. A log that cannot be written is logged and never ends or refuses a lease.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from bpool.front.broker_link import BrokerLink
 from bpool.front.errors import ApiError
 from bpool.protocol import Failed, LeaseGranted
 from bpool.sessions import protocol as sp
+from bpool.sessions.book import to_record
+from bpool.sessions.log import SessionLog
 from bpool.sessions.relay import CLOSE_ENDED, Relays
 
 log = logging.getLogger("bpool.front")
@@ -41,8 +47,9 @@ class Leased:
 
 
 class FrontLeases:
-    def __init__(self, relays: Relays) -> None:
+    def __init__(self, relays: Relays, book: SessionLog | None = None) -> None:
         self.relays = relays
+        self.book = book
         self.by_id: dict[str, Leased] = {}
 
     def get(self, sid: str) -> sp.SessionInfo | None:
@@ -73,6 +80,7 @@ class FrontLeases:
                               now + timeout_s, timeout_s, idle_s, "none", key_id=key_id,
                               profile=profile)
         lease = self.by_id[sid] = Leased(info, time.monotonic())
+        await self._write(lease, created=True)
         lease.task = asyncio.create_task(self._watch(link, lease, queue), name=f"lease-{sid}")
         self._trim()
         log.info("session %s leases profile %s (timeout %g s, idle %g s, key %s)", sid, profile,
@@ -117,6 +125,7 @@ class FrontLeases:
                     lease.seen, lease.last_active = traffic, now
                     if lease.info.state == "ready":
                         self._set(lease, state="connected", connected_at=time.time())
+                        await self._write(lease)
             if now - lease.last_active > lease.info.idle_timeout_s:
                 link.end_lease(sid)
                 await self._ended(lease, "idle")
@@ -130,9 +139,26 @@ class FrontLeases:
 
     async def _ended(self, lease: Leased, reason: str) -> None:
         self._set(lease, state="ended", ended_at=time.time(), end_reason=reason, ws_url="")
+        await self._write(lease)
         c = self.relays.counters.get(lease.info.id)
         if c is not None and c.client is not None:
             await c.client.close(code=CLOSE_ENDED, message=f"session ended: {reason}".encode())
+
+    async def _write(self, lease: Leased, created: bool = False) -> None:
+        if self.book is None:
+            return
+        rec = to_record(lease.info)
+        try:
+            if created:
+                await self.book.created(rec)
+            else:
+                await self.book.update(
+                    rec.id, state=rec.state, connected_at=rec.connected_at,
+                    ended_at=rec.ended_at, end_reason=rec.end_reason,
+                    bytes_to_browser=rec.bytes_to_browser,
+                    bytes_from_browser=rec.bytes_from_browser)
+        except Exception as exc:  # the lease matters more than its row
+            log.warning("session log: lease %s not written (%s)", rec.id, exc)
 
     def _trim(self) -> None:
         ended = [sid for sid, lease in self.by_id.items() if lease.info.state == "ended"]
