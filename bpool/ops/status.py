@@ -2,7 +2,8 @@
 
     bpool status [--json] [--watch [S]] [--url URL]
 
-One row per worker (profile, state, jobs served, cool-down left, last error), then one row per
+One row per worker (profile, state, the models it serves, jobs served, when its login's first
+session cookie expires, cool-down left, last error), then one row per
 profile and model it worked for (requests, tokens, errors by kind). The cool-down column shows
 the account-wide rest of a cooling or paused worker and the rate-limit cool-downs per model of an
 idle or busy one ("gemini-2.5-pro 40 min": quotas are per account and model, so such a worker
@@ -23,7 +24,7 @@ from typing import Any, Callable, TextIO
 from bpool.ops import wait as waiting
 
 SERVING = ("idle", "busy")
-COLUMNS = ("PROFILE", "STATE", "JOBS", "COOL-DOWN", "LAST ERROR")
+COLUMNS = ("PROFILE", "STATE", "MODELS", "JOBS", "LOGIN", "COOL-DOWN", "LAST ERROR")
 USAGE_COLUMNS = ("PROFILE", "MODEL", "REQUESTS", "PROMPT", "COMPLETION", "ERRORS")
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
@@ -45,6 +46,23 @@ def _cooldown(w: dict[str, Any]) -> str:
     if isinstance(cooling, dict):
         parts += [f"{model} {_duration(left)}" for model, left in sorted(cooling.items())]
     return ", ".join(parts) or "-"
+
+
+def _expiry(at: Any, now: float) -> str:
+    """When the login's first session cookie expires, as one token: "9d", "5h", "40m",
+    "expired", or "-" when the worker did not say (attached or no session cookie)."""
+    if not isinstance(at, (int, float)):
+        return "-"
+    left = at - now
+    if left <= 0:
+        return "expired"
+    return f"{left / 86400:.0f}d" if left >= 2 * 86400 else (
+        f"{left / 3600:.0f}h" if left >= 7200 else f"{max(1, left // 60):.0f}m")
+
+
+def _models(w: dict[str, Any]) -> str:
+    models = w.get("models")
+    return ",".join(str(m) for m in models) if isinstance(models, list) and models else "-"
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -71,8 +89,9 @@ def _cell(text: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def render(body: Any, url: str) -> str:
+def render(body: Any, url: str, now: float | None = None) -> str:
     """The table (and a summary line) for one /health answer; None means no answer."""
+    now = time.time() if now is None else now
     if not isinstance(body, dict):
         return f"the front does not answer at {url}\n"
     head = [f"pool: {body.get('status', '?')}"]
@@ -89,8 +108,9 @@ def render(body: Any, url: str) -> str:
                          "with an API key (BPOOL_API_KEYS / BPOOL_API_KEYS_FILE)")
         return "\n".join(lines) + "\n"
     rows = [COLUMNS] + [
-        (str(w.get("profile_id", "?")), str(w.get("state", "?")), str(w.get("jobs_served", 0)),
-         _cooldown(w), _cell(w.get("last_error") or "-", 70))
+        (str(w.get("profile_id", "?")), str(w.get("state", "?")), _models(w),
+         str(w.get("jobs_served", 0)), _expiry(w.get("cookie_expires_at"), now), _cooldown(w),
+         _cell(w.get("last_error") or "-", 70))
         for w in sorted(workers, key=lambda w: str(w.get("profile_id")))
     ]
     lines += _table(rows)

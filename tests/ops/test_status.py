@@ -25,18 +25,18 @@ def bpool_status(pool: Pool, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def rows(table: str) -> dict[str, list[str]]:
-    """Table rows by profile: [state, jobs, cool-down, last error]."""
+    """Table rows by profile: [state, jobs, cool-down, last error, models, login expiry]."""
     lines = table.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("PROFILE"))
     out = {}
     for line in lines[start + 1:]:
         if not line.strip():
             break  # the usage rows follow
-        cells = line.split(None, 3)
+        cells = line.split(None, 5)
         if cells and not line.startswith("("):
-            profile, state, jobs, rest = cells
+            profile, state, models, jobs, expiry, rest = cells
             left, _, error = rest.partition("  ")
-            out[profile] = [state, jobs, left.strip(), error.strip()]
+            out[profile] = [state, jobs, left.strip(), error.strip(), models, expiry]
     return out
 
 
@@ -57,6 +57,8 @@ async def test_table_and_json_of_a_serving_pool(make_pool: PoolFactory,
     assert [table[p][0] for p in ("a", "b")] == ["idle", "idle"]
     assert {p: table[p][1] for p in table} == {p: "1" if p == served_by else "0" for p in "ab"}
     assert table["a"][2] == "-" and table["a"][3] == "-"
+    models = next(w["models"] for w in pool.health()[1]["workers"] if w["profile_id"] == "a")
+    assert table["a"][4] == (",".join(models) or "-")  # a fake worker lists none: any model
     assert done.stdout.startswith("pool: ok, idle 2, busy 0, queue 0")
 
     done = bpool_status(pool, "--json")
@@ -127,3 +129,15 @@ def test_watch_redraws_until_ctrl_c_and_reports_the_last_state() -> None:
     assert seen == [0.5, 0.5]
     text = out.getvalue()
     assert text.count("PROFILE") == 2 and "42 s" in text
+
+
+def test_the_login_column_says_when_the_first_session_cookie_expires() -> None:
+    now = 1_800_000_000.0
+    workers = [{"profile_id": p, "state": "idle", "models": ["m1", "m2"],
+                "cookie_expires_at": at}
+               for p, at in (("days", now + 9.4 * 86400), ("hours", now + 5 * 3600 + 60),
+                             ("minutes", now + 40 * 60), ("gone", now - 1), ("unknown", None))]
+    table = rows(status.render({"status": "ok", "workers": workers}, "u", now=now))
+    assert {p: table[p][5] for p in table} == {
+        "days": "9d", "hours": "5h", "minutes": "40m", "gone": "expired", "unknown": "-"}
+    assert {table[p][4] for p in table} == {"m1,m2"}
