@@ -31,7 +31,8 @@ FILE_NAME = "pool.json"
 # The settings a running pool is operated with; each is read from the record, never the shell.
 RECORDED = ("BROWSER_PROFILE_DIR", "ACTIVE_AUTH_JSON_PATH", "BPOOL_SIMULATOR", "BPOOL_SIM_HOST",
             "BPOOL_SIM_PORT", "BPOOL_DRAIN_TIMEOUT_S", "BPOOL_HOST", "BPOOL_PORT",
-            "BPOOL_API_KEYS_FILE", "BPOOL_WORKER_CMD")
+            "BPOOL_API_KEYS_FILE", "BPOOL_WORKER_CMD", "BPOOL_SESSION_HOSTS",
+            "MAX_BROWSER_POOL_SIZE", "BPOOL_BROWSER_ENDPOINTS", "BPOOL_ACCOUNT_LEASES")
 PATHS = ("BROWSER_PROFILE_DIR", "ACTIVE_AUTH_JSON_PATH", "BPOOL_API_KEYS_FILE")
 MODES = ("demo", "accounts", "none")  # simulator answers; real accounts; no cookie file
 
