@@ -12,9 +12,10 @@
 //   {id, seq, kind, event: "end"}                    the body is complete
 //   {id, seq, kind, event: "error", message}         aborted / network error / body cut
 // and once per document {event: "hello", world} ("page" when it runs in the page's own world).
-// Messages go to the exposed binding config.binding; where that binding is not visible (a
-// main-world script in Camoufox) they go as a DOM event config.relay, which a relay script in the
-// automation's world forwards. The page gets its requests and responses untouched.
+// Messages go to the binding config.binding: a Playwright binding takes the object, a raw CDP
+// binding (config.json, Chromium) takes one string, the message as JSON. Where that binding is
+// not visible (a main-world script in Camoufox) they go as a DOM event config.relay, which a
+// relay script in the automation's world forwards. The page gets its requests and responses untouched.
 // Python replaces the config object at the end with the values of its selector table.
 (function (config) {
   'use strict';
@@ -27,7 +28,7 @@
     try {
       const binding = globalThis[config.binding] || window[config.binding];
       if (typeof binding === 'function') {
-        const r = binding(msg);
+        const r = binding(config.json ? JSON.stringify(msg) : msg);
         if (r && typeof r.catch === 'function') r.catch(() => {});
       } else if (config.relay) {
         window.dispatchEvent(new CustomEvent(config.relay, {detail: JSON.stringify(msg)}));

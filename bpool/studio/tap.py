@@ -48,9 +48,10 @@ RELAY_JS = """(function (cfg) {
 
 
 def tap_script(binding: str, methods: tuple[str, ...], relay: str = "",
-               bodies: bool = False) -> str:
+               bodies: bool = False, as_json: bool = False) -> str:
     """tap.js with the binding name, the RPC method names and the relay event (or none);
-    `bodies`: "open" messages carry the request body's text."""
+    `bodies`: "open" messages carry the request body's text; `as_json`: each message is posted
+    as one JSON string (a raw CDP binding, `Tap.on_cdp_binding`)."""
     source = TAP_JS.read_text(encoding="utf-8")
     head, sep, tail = source.rpartition(_CONFIG_MARK)
     if not sep:
@@ -60,17 +61,20 @@ def tap_script(binding: str, methods: tuple[str, ...], relay: str = "",
                               "pollMs": POLL_MS}
     if bodies:
         values["bodies"] = True
+    if as_json:
+        values["json"] = True
     config = json.dumps(values)
     return head + config + tail[end + 1:]
 
 
 def tap_scripts(binding: str, methods: tuple[str, ...], main_world_prefix: str = "",
-                bodies: bool = False) -> list[str]:
+                bodies: bool = False, as_json: bool = False) -> list[str]:
     """The init scripts that install the tap, in order. Without a prefix: tap.js alone (it runs
-    in the page's world and calls the binding itself). With one (Camoufox's "mw:"): the relay in
-    the automation's world, then tap.js marked to run in the page's world, posting via events."""
+    in the page's world and calls the binding itself; `as_json` for a raw CDP binding). With one
+    (Camoufox's "mw:"): the relay in the automation's world, then tap.js marked to run in the
+    page's world, posting via events."""
     if not main_world_prefix:
-        return [tap_script(binding, methods, bodies=bodies)]
+        return [tap_script(binding, methods, bodies=bodies, as_json=as_json)]
     event = "bpool-" + secrets.token_hex(6)  # per process: the page cannot guess it in advance
     relay = RELAY_JS % json.dumps({"binding": binding, "event": event})
     return [relay, main_world_prefix + tap_script(binding, methods, relay=event, bodies=bodies)]
@@ -127,9 +131,22 @@ class Tap:
         self.keep_bodies = False  # keep every request whole in `kept` (tap_scripts(bodies=True))
         self.kept: list[TapStream] = []
 
-    # -- binding callback (Playwright calls it with the frame source first)
+    # -- binding callbacks
+
+    def on_cdp_binding(self, binding: str, params: Any) -> None:
+        """A `Runtime.bindingCalled` event of the raw CDP binding `binding`: one JSON string per
+        message (tap.js with `as_json`). Other bindings' calls are not ours."""
+        if not isinstance(params, dict) or params.get("name") != binding:
+            return
+        try:
+            msg = json.loads(params.get("payload") or "")
+        except (TypeError, ValueError):
+            self.bad_messages += 1
+            return
+        self.on_message(None, msg)
 
     def on_message(self, _source: Any, msg: Any) -> None:
+        """A Playwright binding call (the frame source first, then the message object)."""
         try:
             self._on_message(msg)
         except Exception:  # a malformed message must not break Playwright's dispatch

@@ -272,3 +272,61 @@ async def test_a_tap_outside_the_page_world_is_refused(tmp_path):
     d.tap.hello.clear()
     d.tap.on_message(None, {"event": "hello", "world": "page"})
     await d._check_tap()
+
+
+class _NoCdp:
+    """A browser context that refuses CDP sessions (as a non-Chromium engine would)."""
+
+    def __init__(self, context):
+        self._context = context
+
+    def __getattr__(self, name):
+        return getattr(self._context, name)
+
+    async def new_cdp_session(self, page):
+        raise RuntimeError("CDP session: not supported")
+
+
+async def _answer_through(d: StudioDriver, rpc: str) -> str:
+    done = asyncio.ensure_future(d.page.evaluate("([u, b]) => window.viaXhr(u, b)",
+                                                 [rpc + "GenerateContent", body("models/m")]))
+    pieces = await collect(await d.tap.next_generate(20))
+    await done
+    return text_of(pieces)
+
+
+@pytest.mark.parametrize("cdp", [True, False], ids=["raw-cdp-binding", "playwright-binding"])
+async def test_chromium_taps_through_a_raw_cdp_binding_or_falls_back(browser, sites, tmp_path,
+                                                                       cdp):
+    """On Chromium each tap message is one CDP event (no reply evaluated back in the page);
+    where no CDP session can be had the tap still works through Playwright's binding."""
+    origin, rpc, _ = sites
+    context = browser.context if cdp else _NoCdp(browser.context)
+    d = StudioDriver(context, DriverSettings(base_url=origin), tmp_path / "snap")
+    raw_calls: list[dict] = []
+    on_cdp = d.tap.on_cdp_binding
+    d.tap.on_cdp_binding = lambda name, params: (raw_calls.append(params), on_cdp(name, params))
+    await d.install()
+    await d.page.goto(origin + "/")
+    await asyncio.wait_for(d.tap.hello.wait(), 10)
+    assert await _answer_through(d, rpc) == "é€ one two"
+    await d.page.goto(origin + "/")  # the binding outlives a navigation
+    assert await _answer_through(d, rpc) == "é€ one two"
+    if cdp:
+        assert d._cdp_session is not None
+        assert sum(json.loads(p["payload"]).get("event") == "data" for p in raw_calls) >= 6
+    else:
+        assert d._cdp_session is None and raw_calls == []
+
+
+def test_raw_binding_events_of_other_bindings_and_bad_payloads():
+    tap = Tap("GenerateContent", "ListModels")
+    tap.on_cdp_binding("__t", {"name": "__other", "payload": "{}"})
+    assert tap.bad_messages == 0  # not ours: not even counted
+    tap.on_cdp_binding("__t", {"name": "__t", "payload": "{not json"})
+    tap.on_cdp_binding("__t", {"name": "__t"})
+    assert tap.bad_messages == 2
+    tap.on_cdp_binding("__t", {"name": "__t", "payload": json.dumps(
+        {"id": "a-1", "seq": 0, "kind": "GenerateContent", "event": "open", "url": "u",
+         "model": "models/x"})})
+    assert tap._new.get_nowait().model == "models/x"
