@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("--chromium-args", default=None, help="extra Chromium flags for every worker")
     br.add_argument("--switches", action="store_true",
                     help="only the cost of a parameter change and of a model switch")
+    br.add_argument("--answer-s", type=float, default=2.0,
+                    help="scaling and capacity: the simulator's fixed answer time")
     ss = sub.add_parser("sessions", help="browser sessions: create, relay overhead, capacity")
     ss.add_argument("--creates", type=int, default=20)
     ss.add_argument("--rounds", type=int, default=500, help="CDP round trips each way")
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         from bpool.bench import browser
 
         return browser.main(args.requests, rounds=args.rounds, workers=args.workers,
-                            chromium_args=args.chromium_args, switches_only=args.switches)
+                            chromium_args=args.chromium_args, switches_only=args.switches,
+                            answer_s=args.answer_s)
     rows = c.run_core(args.n, args.seconds)
     c.print_table(rows)
     floor, relay, broker, _, full, stream = rows

@@ -33,6 +33,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpool.bench import cpu
 from bpool.bench.core import percentile
 from bpool.worker import procs
 from bpool.testing.pool import Pool
@@ -230,10 +231,12 @@ def measure_scaling(base: Path, n: int, answer_s: float, rounds: int,
         for _ in range(n):  # warm every browser (LRU gives each one request): steady state only
             _post_stream(sp.pool.port)
         total = rounds * n
+        cpu0 = cpu.snapshot()
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(max_workers=2 * n) as ex:
             results = list(ex.map(lambda _: _post_or_fail(sp.pool.port, memory), range(total)))
         elapsed = time.monotonic() - t0
+        cpu1 = cpu.snapshot()
         if memory:
             mem = sp.memory_kb()
             uss = sp.memory_kb(("Private_Clean:", "Private_Dirty:"))
@@ -245,7 +248,8 @@ def measure_scaling(base: Path, n: int, answer_s: float, rounds: int,
     return {"n": n, "requests": total, "elapsed_s": elapsed, "rps": rps, "ideal": ideal,
             "efficiency": rps / ideal, "failed": failed,
             "profiles": sorted({r.profile for r in results if r is not None}),
-            "memory_kb": mem, "uss_kb": uss}
+            "memory_kb": mem, "uss_kb": uss,
+            "cpu": cpu.per_request(cpu0, cpu1, total - failed)}
 
 
 def capacity(ns: list[int], answer_s: float, rounds: int, chromium_args: str | None) -> int:
@@ -266,6 +270,7 @@ def capacity(ns: list[int], answer_s: float, rounds: int, chromium_args: str | N
                   f"{1024 / avg if avg else 0:>12.1f}  {n / cores:>13.1f}"
                   + (f"  ({r['failed']} of {r['requests']} failed)" if r["failed"] else ""),
                   flush=True)
+            print("         " + cpu.describe(r["cpu"], cores, answer_s, n), flush=True)
     return 0
 
 
