@@ -100,8 +100,8 @@ def test_the_nesting_is_undecided_until_the_first_chunk_completes():
 
 
 def test_a_body_whose_first_string_is_empty():
-    # The real last chunk (an empty text part, STOP, the final usage) sent first, as an answer
-    # refused after no text would be, then the real answer chunk 8.
+    # The real last chunk (an empty text part, STOP and the final usage) sent first, then the
+    # real answer chunk 8: the body's first string is the empty text.
     raw = live([compact(REAL[9]), compact(REAL[8])])
     assert raw.index('""') < raw.index('"model"')  # the body's first string is the empty one
     assert run(raw) == [Finish(1), UsageInfo(5, 8, 166, 153),
