@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the cost of a parameter change and of a model switch")
     br.add_argument("--answer-s", type=float, default=2.0,
                     help="scaling and capacity: the simulator's fixed answer time")
+    pc = sub.add_parser("page-cpu", help="CPU per answer of one page: alone, and with the tap")
+    pc.add_argument("--requests", type=int, default=10)
+    pc.add_argument("--answer-s", type=float, default=2.0)
     ss = sub.add_parser("sessions", help="browser sessions: create, relay overhead, capacity")
     ss.add_argument("--creates", type=int, default=20)
     ss.add_argument("--rounds", type=int, default=500, help="CDP round trips each way")
@@ -65,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         from bpool.bench import sessions
 
         return sessions.main(args.creates, args.rounds, args.capacity)
+    if args.cmd == "page-cpu":
+        from bpool.bench import page_cpu
+
+        return page_cpu.main(args.requests, args.answer_s)
     if args.cmd == "browser":
         from bpool.bench import browser
 
