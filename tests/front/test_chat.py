@@ -191,7 +191,10 @@ async def test_queue_wait_is_bounded(
     aiohttp_client: Any, tmp_path: Path, scripted_broker: ScriptedBroker
 ) -> None:
     # The broker never assigns: the front gives up after queue timeout + margin, and cancels.
-    app = make_app(settings_for(tmp_path, queue_timeout_s=0.2))
+    # A broker silence of 2 s (not 0.6): on a starved machine the scripted broker's answers to
+    # the front's pings can come late, and "broker lost" would win the race with the queue.
+    app = make_app(settings_for(tmp_path, queue_timeout_s=0.2, heartbeat_interval_s=0.4,
+                                heartbeat_liveness=5))
     client = await start_front(aiohttp_client, app, scripted_broker)
     # The deadline only tells "bounded" from "waits for ever" (speed is not asserted here).
     resp = await asyncio.wait_for(client.post("/v1/chat/completions", json=chat_body()), WAIT_S)
