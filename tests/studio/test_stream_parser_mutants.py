@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from test_stream_parser import run as run_pieces
 
 from bpool.studio.stream_parser import (ErrorStatus, Finish, StreamFormatError, StreamParser,
                                         TextDelta, ThoughtDelta, UsageInfo, chunk_events,
@@ -28,12 +29,7 @@ def live(chunks: list[str]) -> str:
 
 
 def run(*pieces: str | bytes) -> list:
-    p = StreamParser()
-    events = []
-    for piece in pieces:
-        events += p.feed(piece)
-    p.close()
-    return events
+    return run_pieces(pieces)
 
 
 # ---------------------------------------------------------------------------- format errors
