@@ -106,9 +106,10 @@ class StudioDriver:
     async def _cdp_binding(self) -> bool:
         """Chromium: the tap posts to a raw CDP binding on the page's own session. Each message
         is then one event to the driver, where Playwright's binding answers every call with a
-        reply evaluated back in the page: about a third of the tap's CPU per streamed piece
-        (docs/capacity.md). The binding lives on through navigations; it needs Runtime enabled
-        on that session. False (use Playwright's binding) where no CDP session can be had."""
+        reply evaluated back in the page: the tap costs about a third of the CPU it did
+        (`bench page-cpu`, docs/benchmarks.md). The binding lives on through navigations; it
+        needs Runtime enabled on that session. The page's console messages then also reach this
+        session. False (use Playwright's binding) where no CDP session can be had."""
         try:
             session = await self.context.new_cdp_session(self.page)
             session.on("Runtime.bindingCalled",
