@@ -1,8 +1,11 @@
-"""Who pays for a request: CPU time of every process on the machine, by kind, from /proc.
+"""Who pays for a request: CPU time of the benchmark's own processes, by kind, from /proc.
 
-`snapshot()` sums user + system time per kind; the difference of two snapshots taken around a
-load, divided by the requests served, is the CPU each request cost each kind. Processes that
-start and end inside the window are missed, which for a steady pool is nothing.
+`snapshot()` sums user + system time per kind over the processes under this one (the pool, the
+simulator, the browsers and their drivers it started; whatever else runs on the machine is not
+counted); the difference of two snapshots taken around a load, divided by the requests served,
+is the CPU each request cost each kind. Processes that start and end inside the window are
+missed, which for a steady pool is nothing, and so are the few that leave the tree (Chromium's
+crashpad handler).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def kind_of(cmdline: list[str]) -> str | None:
     return None
 
 
-def _read(pid: str) -> tuple[list[str], float] | None:
+def _read(pid: str) -> tuple[list[str], int, float] | None:
+    """(command line, parent pid, CPU seconds) of a process; None once it is gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
@@ -47,20 +51,26 @@ def _read(pid: str) -> tuple[list[str], float] | None:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return cmdline, (int(fields[11]) + int(fields[12])) / TICK
+    return cmdline, int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
 
 
-def snapshot() -> Counter:
+def snapshot(root: int | None = None) -> Counter:
+    """CPU seconds by kind of every process under `root` (default: this process)."""
+    root = os.getpid() if root is None else root
+    procs = {int(pid): got for pid in os.listdir("/proc")
+             if pid.isdigit() and (got := _read(pid)) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
     out: Counter = Counter()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        got = _read(pid)
-        if got is None:
-            continue
-        kind = kind_of(got[0])
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        cmdline, _, seconds = procs[pid]
+        kind = kind_of(cmdline)
         if kind is not None:
-            out[kind] += got[1]
+            out[kind] += seconds
     return out
 
 
