@@ -91,6 +91,8 @@ async def test_a_rate_limit_rests_one_model_and_survives_a_broker_restart(
         timeout_s=60, what="both workers idle at the new broker")
     assert 360 < cooling(body, "lim")[A] < 600 and 0 < cooling(body, "ok")[A] < 120
     err = await refused(pool, A)
-    assert 1 <= int(err.response.headers["Retry-After"]) < 120  # ok's, the soonest
+    # ok's, the soonest (lim's would be near 600). Whole seconds rounded up: with a little under
+    # 120 s left, as when the restart was quick, the header says 120.
+    assert 1 <= int(err.response.headers["Retry-After"]) <= 120
     assert len([r for r in records(pool) if r["model"] == A]) == tried  # no worker was tried
     assert await ask(pool, B) in ("lim", "ok")
