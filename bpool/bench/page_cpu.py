@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bpool.bench import cpu
 from bpool.studio.table import STUDIO
-from bpool.studio.tap import Tap, tap_scripts
+from bpool.studio.tap import Tap, raw_binding, tap_scripts
 from bpool.worker import engines
 from bpool.worker.profiles import load_profile
 
@@ -61,11 +61,7 @@ async def _install_tap(context, page, tap: Tap, raw: bool) -> None:
     """The tap as StudioDriver.install sets it up."""
     methods = (STUDIO.generate_method, STUDIO.models_method)
     if raw:
-        session = await context.new_cdp_session(page)
-        session.on("Runtime.bindingCalled",
-                   lambda params: tap.on_cdp_binding(STUDIO.binding, params))
-        await session.send("Runtime.enable")
-        await session.send("Runtime.addBinding", {"name": STUDIO.binding})
+        await raw_binding(context, page, tap, STUDIO.binding)
     else:
         await context.expose_binding(STUDIO.binding, tap.on_message)
     for script in tap_scripts(STUDIO.binding, methods, as_json=raw):

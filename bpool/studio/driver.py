@@ -35,7 +35,7 @@ from bpool.studio.reset import PageReset
 from bpool.studio.steps import DriverSettings, Steps
 from bpool.studio.stream_parser import parse_models
 from bpool.studio.table import STUDIO, StudioTable
-from bpool.studio.tap import Tap, TapClosed, TapStream, tap_scripts
+from bpool.studio.tap import Tap, TapClosed, TapStream, raw_binding, tap_scripts
 from bpool.studio.temporary import TemporaryChat, temp_args
 from bpool.studio.upload import Uploads, attachments_of
 
@@ -111,15 +111,11 @@ class StudioDriver:
         needs Runtime enabled on that session. The page's console messages then also reach this
         session. False (use Playwright's binding) where no CDP session can be had."""
         try:
-            session = await self.context.new_cdp_session(self.page)
-            session.on("Runtime.bindingCalled",
-                       lambda params: self.tap.on_cdp_binding(self.t.binding, params))
-            await session.send("Runtime.enable")
-            await session.send("Runtime.addBinding", {"name": self.t.binding})
+            self._cdp_session = await raw_binding(self.context, self.page, self.tap,
+                                                  self.t.binding)
         except Exception as exc:  # noqa: BLE001 - any refusal means: the portable way
             log.info("no CDP binding for the tap (%s); using Playwright's", exc)
             return False
-        self._cdp_session = session
         return True
 
     def watch(self, gone: asyncio.Event) -> None:

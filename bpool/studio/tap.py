@@ -80,6 +80,17 @@ def tap_scripts(binding: str, methods: tuple[str, ...], main_world_prefix: str =
     return [relay, main_world_prefix + tap_script(binding, methods, relay=event, bodies=bodies)]
 
 
+async def raw_binding(context: Any, page: Any, tap: "Tap", name: str) -> Any:
+    """Chromium: a raw CDP binding `name` on `page`'s own session, feeding `tap` (tap.js with
+    `as_json`). It lives on through navigations and needs Runtime enabled on that session.
+    Returns the session; raises where no CDP session can be had."""
+    session = await context.new_cdp_session(page)
+    session.on("Runtime.bindingCalled", lambda params: tap.on_cdp_binding(name, params))
+    await session.send("Runtime.enable")
+    await session.send("Runtime.addBinding", {"name": name})
+    return session
+
+
 class TapClosed(Exception):
     """The page went away: no more pieces will come."""
 
