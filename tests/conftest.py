@@ -3,34 +3,20 @@ a scripted in-process broker that plays the broker's side of the front protocol.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import shutil
+import signal
 import sys
+import weakref
+from asyncio import base_subprocess
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import aiohttp
-import msgspec
 import pytest
-import zmq
-import zmq.asyncio
 
-from bpool import protocol
-
-from bpool.wire import sockets as _zmq
-from bpool.protocol import FrontToBroker, Ping, PoolStatus, Pong, StatusQuery, StatusReply
 from bpool.testing.pool import Pool
-
-# Fast heartbeats keep failure detection (3 x 0.5 s) well inside the tests' bounds.
-TEST_ENV = {
-    "BPOOL_HEARTBEAT_INTERVAL_S": "0.5",
-    "BPOOL_HEARTBEAT_LIVENESS": "3",
-    "BPOOL_DRAIN_TIMEOUT_S": "5",
-    "BPOOL_LOG_LEVEL": "INFO",
-}
-
+from support import TEST_ENV, PoolFactory, ScriptedBroker
 
 # ---------------------------------------------------------------------------- skip policy
 #
@@ -105,12 +91,61 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{rep.when}", rep)
 
 
+# ---------------------------------------------------------------- subprocesses left behind
+#
+# A test whose event loop closes while one of its asyncio subprocesses (a Playwright driver, a
+# browser, ffmpeg) is still attached can never reap it: the process may live on, and its pipes
+# surface only as an unattributed ResourceWarning when the garbage collector finds them at the
+# end of the run. Every asyncio subprocess transport is tracked, and a test that leaves one open
+# on a closed loop fails its teardown with the command line; the process is killed.
+
+_subprocess_transports: weakref.WeakSet[Any] = weakref.WeakSet()
+_transport_init = base_subprocess.BaseSubprocessTransport.__init__
+
+
+def _tracked_transport_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    _transport_init(self, *args, **kwargs)
+    _subprocess_transports.add(self)
+
+
+base_subprocess.BaseSubprocessTransport.__init__ = _tracked_transport_init  # type: ignore
+
+
+def orphaned_subprocesses() -> list[str]:
+    """Subprocess transports still open on a closed loop; each is killed and forgotten."""
+    found = []
+    for t in list(_subprocess_transports):
+        if t.is_closing() or not t._loop.is_closed():
+            continue
+        _subprocess_transports.discard(t)
+        proc = t._proc
+        args = proc.args if proc is not None else "?"
+        found.append(f"pid {t._pid}: {' '.join(map(str, args))[:300]}")
+        for proto in t._pipes.values():  # the loop that would close these is gone
+            pipe = getattr(proto, "pipe", None)
+            if getattr(pipe, "_pipe", None) is not None:
+                pipe._pipe.close()
+                pipe._pipe = None
+        t._closed = True
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    result = yield
+    left = orphaned_subprocesses()
+    if left:
+        raise AssertionError("the test's event loop closed with its subprocesses still "
+                             "attached (never stopped or waited for):\n  " + "\n  ".join(left))
+    return result
+
+
 def _failed(request: pytest.FixtureRequest) -> bool:
     rep = getattr(request.node, "rep_call", None)
     return rep is None or rep.failed
-
-
-PoolFactory = Callable[..., Pool]
 
 
 @pytest.fixture
@@ -144,84 +179,10 @@ def make_pool(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PoolFa
         pool.close()
 
 
-def records(pool: Pool) -> list[dict[str, Any]]:
-    path = pool.base_dir / "jobs.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture
 async def http() -> Any:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         yield session
-
-
-def chat_body(text: str = "hello", *, stream: bool = False, **extra: Any) -> dict[str, Any]:
-    return {"model": "fake-model", "messages": [{"role": "user", "content": text}],
-            "stream": stream, **extra}
-
-
-async def read_sse(resp: aiohttp.ClientResponse) -> list[Any]:
-    """Every `data:` event of a stream, JSON-decoded ("[DONE]" stays a string)."""
-    events = []
-    async for raw in resp.content:
-        line = raw.decode().strip()
-        if line.startswith("data: "):
-            data = line[6:]
-            events.append(data if data == "[DONE]" else json.loads(data))
-    return events
-
-
-# ---------------------------------------------------------------------------- scripted broker
-
-
-class ScriptedBroker:
-    """The broker side of the front protocol, driven by the test: answers Ping (unless told not
-    to) and StatusQuery (with `status`), and queues every other message for the test."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx = zmq.asyncio.Context()
-        self.sock = _zmq.router(self.ctx, endpoint)
-        self.enc = protocol.encoder()
-        self.dec = protocol.decoder(FrontToBroker)
-        self.broker_id = "broker-1"
-        self.answer_pings = True
-        self.answer_status = True
-        self.status = PoolStatus("broker-1", (), 0, {})
-        self.front: bytes | None = None
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            ident, frame = await self.sock.recv_multipart()
-            self.front = ident
-            msg = self.dec.decode(frame)
-            if isinstance(msg, Ping):
-                if self.answer_pings:
-                    self.send(Pong(msg.nonce, self.broker_id))
-            elif isinstance(msg, StatusQuery):
-                if self.answer_status:
-                    self.send(StatusReply(msg.query_id, self.status))
-            else:
-                self.inbox.put_nowait(msg)
-
-    def send(self, msg: msgspec.Struct) -> None:
-        assert self.front is not None, "the front has not said anything yet"
-        self.sock.send_multipart([self.front, self.enc.encode(msg)])
-
-    async def expect(self, kind: type, timeout_s: float = 3.0) -> Any:
-        """The next queued message, which must be of type `kind`."""
-        msg = await asyncio.wait_for(self.inbox.get(), timeout_s)
-        assert isinstance(msg, kind), f"expected {kind.__name__}, got {msg!r}"
-        return msg
-
-    async def close(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        self.sock.close(linger=0)
-        self.ctx.term()
 
 
 @pytest.fixture

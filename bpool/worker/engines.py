@@ -320,14 +320,28 @@ async def _start_playwright(tag: str) -> Any:
     saved = os.environ.get("NODE_OPTIONS")
     os.environ[procs.OWNER_ENV] = tag
     os.environ["NODE_OPTIONS"] = f"{saved or ''} {DRIVER_NODE_OPTIONS}".strip()
+    start = asyncio.ensure_future(async_playwright().start())
     try:
-        return await async_playwright().start()
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        await _stop_when_started(start)
+        raise
     finally:
         os.environ.pop(procs.OWNER_ENV, None)
         if saved is None:
             os.environ.pop("NODE_OPTIONS", None)
         else:
             os.environ["NODE_OPTIONS"] = saved
+
+
+async def _stop_when_started(start: asyncio.Future) -> None:
+    """Cancelling async_playwright().start() does not stop the driver it is spawning, which would
+    then run on, attached to this loop: let the start finish, then stop that driver."""
+    try:
+        pw = await asyncio.wait_for(start, 30)
+        await asyncio.wait_for(pw.stop(), 10)
+    except BaseException as exc:  # a start that failed left no driver; the caller re-raises
+        log.debug("stopping a Playwright driver whose start was cancelled: %r", exc)
 
 
 def lease_args(settings: EngineSettings) -> list[str]:

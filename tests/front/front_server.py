@@ -16,7 +16,7 @@ from bpool.front.appstate import LINK
 from bpool.front.settings import FrontSettings
 from bpool.front.app import make_app, make_runner
 from bpool.protocol import Submit
-from conftest import ScriptedBroker
+from support import ScriptedBroker
 
 
 @dataclass

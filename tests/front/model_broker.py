@@ -13,7 +13,7 @@ import pytest
 from bpool.protocol import Assigned, Chunk, Done, JobSpec, NativeCall, Submit, Usage
 from bpool.sim.instructed import instructed_answer
 from bpool.studio.prompt import render_prompt
-from conftest import ScriptedBroker
+from support import ScriptedBroker
 from front_server import start_front
 
 Reply = Callable[[JobSpec], tuple[str, str]]

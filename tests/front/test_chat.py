@@ -20,7 +20,7 @@ from bpool.protocol import (
     Assigned, Cancel, Chunk, Done, Failed, JobsKnown, JobsQuery, PoolStatus, Submit, Usage,
     WorkerStatus,
 )
-from conftest import ScriptedBroker, chat_body, read_sse
+from support import ScriptedBroker, chat_body, read_sse
 
 WAIT_S = 30.0  # generous deadline for anything awaited: a loaded 2-core machine is slow
 

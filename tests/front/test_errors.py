@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from bpool.testing.pool import Pool
-from conftest import TEST_ENV, chat_body
+from support import TEST_ENV, chat_body
 
 KEY = "sk-test-0123456789"
 FILE_KEY = "sk-from-file-abcdef"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bpool.protocol import Assigned, Cancel, Chunk, Done, Submit
-from conftest import ScriptedBroker
+from support import ScriptedBroker
 from front_server import assert_openai_4xx, post_bytes, raw_request, start_front, wait_for
 
 SEED = 20261130

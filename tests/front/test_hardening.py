@@ -20,7 +20,7 @@ from bpool.front.broker_link import BrokerLink
 from bpool.front.settings import load_api_keys
 from bpool.front.errors import ApiError
 from bpool.protocol import Assigned, Cancel, Chunk, PoolStatus, Submit, WorkerStatus
-from conftest import ScriptedBroker, chat_body
+from support import ScriptedBroker, chat_body
 from front_server import (
     Front, assert_next_submit_is, assert_openai_4xx, post_bytes, raw_request, start_front,
     wait_for,

@@ -10,7 +10,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bpool.testing.pool import Pool
-from conftest import PoolFactory
+from support import PoolFactory
 
 KEY = "sk-metrics-test"
 MODEL = "gemini-2.5-flash"

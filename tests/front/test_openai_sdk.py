@@ -9,7 +9,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from bpool.testing.pool import Pool
-from conftest import TEST_ENV
+from support import TEST_ENV
 
 KEY = "sk-sdk-test-key"
 

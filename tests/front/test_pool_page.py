@@ -17,7 +17,7 @@ from playwright.async_api import async_playwright
 
 from bpool.config import REPO_ROOT
 from bpool.testing.pool import Pool
-from conftest import PoolFactory
+from support import PoolFactory
 
 KEY = "sk-pool-page-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from conftest import PoolFactory, chat_body, records
+from support import PoolFactory, chat_body, records
 
 # A generous bound for "the failure was noticed": far below the fallbacks these tests tell apart
 # (the 60 s queue wait, the 900 s job timeout), far above heartbeat detection on a busy machine.

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from conftest import PoolFactory, chat_body, read_sse, records
+from support import PoolFactory, chat_body, read_sse, records
 
 
 async def chat(http: aiohttp.ClientSession, pool: Any, text: str = "hello",

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from conftest import PoolFactory, chat_body
+from support import PoolFactory, chat_body
 
 SECRET_KEY = "sk-known-secret-0123456789abcdef"
 WRONG_KEY = "sk-wrong-0123456789abcdef-wrong"

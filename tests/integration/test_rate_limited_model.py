@@ -13,7 +13,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from bpool.testing.pool import Pool
-from conftest import PoolFactory, records
+from support import PoolFactory, records
 
 KEY = "sk-cooldown-test"
 A, B = "gemini-a", "gemini-b"

@@ -13,7 +13,7 @@ import aiohttp
 
 from bpool.ops import status
 from bpool.testing.pool import Pool, free_port
-from conftest import PoolFactory
+from support import PoolFactory
 
 KEY = "sk-status-test"
 

@@ -206,6 +206,24 @@ async def test_launch_reaps_stale_processes_of_the_same_profile_only(tmp_path):
             p.wait()
 
 
+async def test_a_cancelled_driver_start_leaves_no_driver(tmp_path):
+    """Cancelled between spawning its driver and the driver's hello, async_playwright().start()
+    would leave the driver running on this loop; _start_playwright stops it."""
+    tag = f"cancelled-start-{tmp_path.name}"
+    start = asyncio.create_task(engines._start_playwright(tag))
+    try:
+        await wait_until(lambda: procs.find_tagged(tag) or start.done(), timeout_s=60)
+        assert not start.done(), "the driver answered before the test could cancel its start"
+        start.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await start
+        await wait_until(lambda: not procs.find_tagged(tag))  # it exited: nothing killed it
+    finally:
+        if start.done() and not start.cancelled() and start.exception() is None:
+            await start.result().stop()
+        procs.kill_tagged(tag)
+
+
 def test_failed_launch_cleans_up_and_releases_the_lock(tmp_path):
     async def go():
         dirs = BrowserDirs.for_profile(tmp_path, "erin")
