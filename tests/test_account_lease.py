@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import pytest
 from playwright.async_api import async_playwright
 
-from bpool.testing.browser_pool import (MODEL, Sim, _make_profiles, answer_for, kill_leftovers,
-                                        wait_no_leftovers)
+from bpool.testing.browser_pool import (ACCOUNTS, MODEL, Sim, answer_for, kill_leftovers,
+                                        start_sim, wait_no_leftovers)
 from bpool.sessions.log import open_log
 from bpool.testing.pool import Pool
 from bpool.worker import engines
@@ -50,12 +50,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pool, Sim]]
     p = Pool(base, env={"BPOOL_BROWSER": "chromium", "BPOOL_ACCOUNT_LEASES": "1",
                         "BPOOL_QUEUE_TIMEOUT_S": "5"})
     try:
-        sim_dir, cookies = base / "sim", base / "cookies"
-        _make_profiles(sim_dir, cookies, {**p.env, "BPOOL_SIM_DIR": str(sim_dir)})
-        p.start_module("sim", "bpool.sim", "serve", "--dir", str(sim_dir), "--port", "0")
-        url_file = sim_dir / "url"
-        sim = Sim(p.wait_until(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                               "the simulator's url file"))
+        sim, cookies = start_sim(p, ACCOUNTS), base / "cookies"
         sim.admin("config", {"tokens_per_s": 0, "first_token_s": 0, "answer_s": 0})
         p.start_broker()
         p.start_front()

@@ -36,6 +36,7 @@ from pathlib import Path
 from bpool.bench import cpu
 from bpool.bench.core import percentile
 from bpool.worker import procs
+from bpool.testing.browser_pool import start_sim
 from bpool.testing.pool import Pool
 
 PROMPT = "Tell me about queues."
@@ -123,18 +124,9 @@ class SimPool:
             env["BPOOL_CHROMIUM_ARGS"] = chromium_args
         self.pool = Pool(base, env=env)
         self.n = n
-        sim_dir = self.pool.run_dir / "sim"
-        env = {"BPOOL_SIM_DIR": str(sim_dir)}
-        cookies = base / "cookies"
         names = ",".join(f"acct{i}" for i in range(n))
-        self.pool.start_module("make-profiles", "bpool.sim", "make-profiles", "--out", str(cookies),
-                               "--names", names, env=env)
-        self.pool.wait_until(lambda: self.pool["make-profiles"].returncode == 0, 30,
-                             "demo profiles")
-        self.pool.start_module("sim", "bpool.sim", "serve", "--port", "0", *sim_args, env=env)
-        url_file = sim_dir / "url"
-        self.url = self.pool.wait_until(
-            lambda: url_file.read_text().strip() if url_file.exists() else None, 30, "sim url")
+        self.url = start_sim(self.pool, [("--names", names)], *sim_args).url
+        cookies = base / "cookies"
         self.pool.start_broker()
         self.pool.start_front()
         wenv = {"BPOOL_STUDIO_URL": self.url, **({"BPOOL_TIMINGS_FILE": str(timings)} if timings else {})}

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +27,8 @@ from pathlib import Path
 from bpool.bench import cpu
 from bpool.studio.table import STUDIO
 from bpool.studio.tap import Tap, raw_binding, tap_scripts
+from bpool.testing.browser_pool import start_sim
+from bpool.testing.pool import Pool
 from bpool.worker import engines
 from bpool.worker.profiles import load_profile
 
@@ -37,24 +36,6 @@ PROMPT = "Say hello to the pool."
 # A fresh account's popups cost a worker nothing per request (dismissed once): here they are off.
 SIM_QUIET = ["--welcome-dialog", "false", "--cookie-bar", "false", "--got-it", "false"]
 VARIANTS = ("page alone", "tap, raw CDP binding", "tap, Playwright binding")
-
-
-def _start_sim(base: Path, answer_s: float) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "BPOOL_SIM_DIR": str(base / "sim")}
-    subprocess.run([sys.executable, "-m", "bpool.sim", "make-profiles", "--out",
-                    str(base / "cookies"), "--names", "acct0"], env=env, check=True,
-                   capture_output=True)
-    sim = subprocess.Popen([sys.executable, "-m", "bpool.sim", "serve", "--port", "0",
-                            "--answer-s", str(answer_s), "--first-token-s", "0.2", *SIM_QUIET],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url_file = base / "sim" / "url"
-    deadline = time.monotonic() + 30
-    while not url_file.exists():
-        if sim.poll() is not None or time.monotonic() > deadline:
-            sim.kill()
-            raise RuntimeError("the simulator did not start")
-        time.sleep(0.05)
-    return sim, url_file.read_text().strip()
 
 
 async def _install_tap(context, page, tap: Tap, raw: bool) -> None:
@@ -123,15 +104,11 @@ def main(requests: int, answer_s: float) -> int:
     print(f"CPU per answer of one page ({requests} answers of {answer_s:g} s each, one request "
           f"at a time, plain Playwright loop, no pool):")
     rows = {}
-    with tempfile.TemporaryDirectory(prefix="bpool-bench-page-cpu-") as tmp:
-        sim, url = _start_sim(Path(tmp), answer_s)
-        try:
-            for variant in VARIANTS:
-                rows[variant] = asyncio.run(_variant(Path(tmp), url, variant, requests))
-        finally:
-            sim.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                sim.wait(10)
+    with tempfile.TemporaryDirectory(prefix="bpool-bench-page-cpu-") as tmp, Pool(Path(tmp)) as pool:
+        url = start_sim(pool, [("--names", "acct0")], "--answer-s", str(answer_s),
+                        "--first-token-s", "0.2", *SIM_QUIET).url
+        for variant in VARIANTS:
+            rows[variant] = asyncio.run(_variant(Path(tmp), url, variant, requests))
     kinds = ("renderer", "gpu-process", "browser", "utility", "driver", "python")
     print(f"  {'':<26}" + "".join(f"{k:>12}" for k in kinds) + f"{'total':>10}  (ms)")
     base = None

@@ -3,7 +3,8 @@
 `start_browser_pool(base)` runs, as members of one `bpool.testing.pool.Pool` (each in its own
 process group, killed on close): the simulator, the broker, the HTTP front and one
 `bpool.browser_proc` worker per profile. The simulator's accounts and cookie files are made first
-with `python -m bpool.sim make-profiles`. `browser_leftovers(base)` finds any process still
+with `python -m bpool.sim make-profiles` (`start_sim`, which other tests and the benchmarks
+use too). `browser_leftovers(base)` finds any process still
 running out of the pool's directory (a browser with its user-data dir there, or one tagged by the
 worker that launched it), so a test module can prove that none outlives it.
 """
@@ -14,12 +15,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from bpool.config import REPO_ROOT
 from bpool.worker import procs
@@ -89,11 +89,25 @@ class BrowserPool:
         return {w["profile_id"]: w for w in body["workers"]}
 
 
-def _make_profiles(sim_dir: Path, cookies: Path, env: dict[str, str]) -> None:
-    for names, extra in ((",".join(LOGGED_IN), []), (",".join(LOGGED_OUT), ["--logged-out"])):
-        subprocess.run([sys.executable, "-m", "bpool.sim", "make-profiles", "--dir", str(sim_dir),
-                        "--out", str(cookies), "--names", names, *extra],
-                       check=True, env=env, cwd=REPO_ROOT, capture_output=True, timeout=60)
+# The accounts of start_browser_pool: `make-profiles` arguments, one group per call.
+ACCOUNTS = (("--names", ",".join(LOGGED_IN)), ("--names", ",".join(LOGGED_OUT), "--logged-out"))
+
+
+def start_sim(pool: Pool, accounts: Sequence[Sequence[str]], *serve_args: str) -> Sim:
+    """The simulator as the pool's member "sim", its data in `<base>/sim`, after one
+    `make-profiles` per group of `accounts` arguments has written their cookie files to
+    `<base>/cookies`. Returns once it listens."""
+    sim_dir = pool.base_dir / "sim"
+    env = {"BPOOL_SIM_DIR": str(sim_dir)}
+    for args in accounts:
+        subprocess.run([pool.python, "-m", "bpool.sim", "make-profiles",
+                        "--out", str(pool.base_dir / "cookies"), *args],
+                       check=True, env={**pool.env, **env}, cwd=REPO_ROOT, capture_output=True,
+                       timeout=60)
+    pool.start_module("sim", "bpool.sim", "serve", "--port", "0", *serve_args, env=env)
+    url_file = sim_dir / "url"
+    return Sim(pool.wait_until(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                               "the simulator's url file"))
 
 
 def start_browser_pool(base: Path, env: dict[str, str]) -> BrowserPool:
@@ -102,18 +116,12 @@ def start_browser_pool(base: Path, env: dict[str, str]) -> BrowserPool:
     The caller waits for the workers (`pool.wait_states`) and closes the pool."""
     pool = Pool(base, env=env)
     try:
-        sim_dir, cookies = base / "sim", base / "cookies"
-        _make_profiles(sim_dir, cookies, {**pool.env, "BPOOL_SIM_DIR": str(sim_dir)})
-        pool.start_module("sim", "bpool.sim", "serve", "--dir", str(sim_dir), "--port", "0")
-        url_file = sim_dir / "url"
-        url = pool.wait_until(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                              "the simulator's url file")
-        bp = BrowserPool(pool, Sim(url), cookies)
+        bp = BrowserPool(pool, start_sim(pool, ACCOUNTS), base / "cookies")
         bp.sim.fresh()
         pool.start_broker()
         pool.start_front()
         for profile in LOGGED_IN + LOGGED_OUT:
-            bp.start_worker(cookies / f"{profile}.json", bp.worker(profile))
+            bp.start_worker(bp.cookies / f"{profile}.json", bp.worker(profile))
         return bp
     except BaseException:
         pool.close()

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from openai import AsyncOpenAI, BadRequestError
 
-from bpool.testing.browser_pool import (MODEL, BrowserPool, Sim, _make_profiles, answer_for,
-                                        kill_leftovers, wait_no_leftovers)
+from bpool.testing.browser_pool import (ACCOUNTS, MODEL, BrowserPool, answer_for, kill_leftovers,
+                                        start_sim, wait_no_leftovers)
 from bpool.testing.pool import Pool
 from bpool.worker import engines
 
@@ -41,17 +41,11 @@ def bp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserPool]:
     base = tmp_path_factory.mktemp("attach-pool")
     pool = Pool(base, env=POOL_ENV)
     try:
-        sim_dir, cookies = base / "sim", base / "cookies"
-        _make_profiles(sim_dir, cookies, {**pool.env, "BPOOL_SIM_DIR": str(sim_dir)})
-        pool.start_module("sim", "bpool.sim", "serve", "--dir", str(sim_dir), "--port", "0")
-        url_file = sim_dir / "url"
-        url = pool.wait_until(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                              "the simulator's url file")
-        browser_pool = BrowserPool(pool, Sim(url), cookies)
+        browser_pool = BrowserPool(pool, start_sim(pool, ACCOUNTS), base / "cookies")
         browser_pool.sim.fresh()
         pool.start_broker()
         pool.start_front()
-        browser_pool.start_worker(cookies / "alice.json", browser_pool.worker("alice"))
+        browser_pool.start_worker(browser_pool.cookies / "alice.json", browser_pool.worker("alice"))
         pool.wait_states({"alice": "idle"}, 100.0)
         yield browser_pool
     finally:

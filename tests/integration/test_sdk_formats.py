@@ -10,8 +10,6 @@ One browser for the whole module; its teardown fails if any process outlives the
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,9 +22,8 @@ from google import genai
 from google.genai import errors as genai_errors, types
 from openai import AsyncOpenAI
 
-from bpool.config import REPO_ROOT
 from bpool.testing.browser_pool import (
-    MODEL, BrowserPool, Sim, answer_for, kill_leftovers, wait_no_leftovers,
+    MODEL, BrowserPool, answer_for, kill_leftovers, start_sim, wait_no_leftovers,
 )
 from bpool.testing.pool import Pool
 from bpool.worker import engines
@@ -54,15 +51,7 @@ def bp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserPool]:
     pool = Pool(base, env={"BPOOL_BROWSER": "chromium"})
     left: dict[int, str] = {}
     try:
-        sim_dir, cookies = base / "sim", base / "cookies"
-        subprocess.run([sys.executable, "-m", "bpool.sim", "make-profiles", "--dir",
-                        str(sim_dir), "--out", str(cookies), "--names", "alice"],
-                       check=True, cwd=REPO_ROOT, capture_output=True, timeout=60,
-                       env={**pool.env, "BPOOL_SIM_DIR": str(sim_dir)})
-        pool.start_module("sim", "bpool.sim", "serve", "--dir", str(sim_dir), "--port", "0")
-        url = pool.wait_until(lambda: (sim_dir / "url").exists()
-                              and (sim_dir / "url").read_text().strip(), 30, "the sim's url")
-        sim = Sim(url)
+        sim, cookies = start_sim(pool, [("--names", "alice")]), base / "cookies"
         sim.config(tokens_per_s=0, first_token_s=0)
         pool.start_broker()
         pool.start_front()

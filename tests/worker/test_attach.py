@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bpool.config import REPO_ROOT
-from bpool.testing.browser_pool import MODEL, answer_for
+from bpool.testing.browser_pool import MODEL, answer_for, start_sim
 from bpool.testing.pool import Pool
 from bpool.worker import engines, procs
 from bpool.worker.attach import Endpoint, ManifestError, endpoint_for, load_manifest
@@ -120,16 +120,9 @@ def attached(tmp_path_factory):
     outside = OutsideChromium(base / "outside-profile")
     pool = Pool(base / "pool", env={"BPOOL_BROWSER": "chromium"})
     try:
-        sim_dir, cookies = base / "sim", base / "cookies"
-        subprocess.run([sys.executable, "-m", "bpool.sim", "make-profiles", "--dir", str(sim_dir),
-                        "--out", str(cookies), "--names", "alice"], check=True, cwd=REPO_ROOT,
-                       env={**pool.env, "BPOOL_SIM_DIR": str(sim_dir)}, capture_output=True,
-                       timeout=60)
-        pool.start_module("sim", "bpool.sim", "serve", "--dir", str(sim_dir), "--port", "0",
-                          "--tokens-per-s", "0", "--first-token-s", "0")
-        url_file = sim_dir / "url"
-        url = pool.wait_until(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                              "the simulator's url file")
+        url = start_sim(pool, [("--names", "alice")], "--tokens-per-s", "0",
+                        "--first-token-s", "0").url
+        cookies = pool.base_dir / "cookies"
         pool.start_broker()
         pool.start_front()
         manifest = [{"id": "remote", "cookie_path": str(cookies / "alice.json"), "ws": outside.ws}]
