@@ -31,8 +31,6 @@ TEST_ENV = {
 PoolFactory = Callable[..., Pool]
 
 
-
-
 def records(pool: Pool) -> list[dict[str, Any]]:
     path = pool.base_dir / "jobs.jsonl"
     if not path.exists():
