@@ -90,7 +90,10 @@ async def test_a_leased_account_browser_is_reached_through_the_relay_and_returne
         extra = await context.new_page()  # what an operator opens is closed after the lease
         await extra.goto(sim.url)
         assert "ServiceLogin" not in extra.url  # the account's own cookies: logged in
-        assert request(p, "GET", f"/v1/sessions/{s['id']}")[1]["state"] == "connected"
+        # The lease's watch sees the attached client at its next check (every 0.5 s).
+        await p.await_until(
+            lambda: request(p, "GET", f"/v1/sessions/{s['id']}")[1]["state"] == "connected",
+            10, "the lease's state: connected")
         status, ended = request(p, "DELETE", f"/v1/sessions/{s['id']}")
         assert status == 200 and ended["state"] == "ended" and ended["end_reason"] == "deleted"
     async with open_log(p.run_dir, None) as book:  # the lease is a row of the session log

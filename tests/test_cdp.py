@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 
@@ -34,8 +35,8 @@ async def test_playwright_navigates_evaluates_and_screenshots_through_the_relay(
         assert await page.text_content("#x") == "forty"
         shot = await page.screenshot()
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 1000
-        live = pool.session(s["id"])
-        assert live["state"] == "connected"
+        # The host reports the attached client with its next heartbeat.
+        await asyncio.to_thread(pool.wait_state, s["id"], "connected")
         await browser.close()
     # The relay's counters reach the placement with the next heartbeat.
     counted = pool.wait_until(lambda: (x := pool.session(s["id"]))["bytes_from_browser"] > len(shot)
